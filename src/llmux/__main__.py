@@ -1,0 +1,3 @@
+from llmux.cli.main import main
+
+main()

@@ -1,0 +1,124 @@
+"""The one Settings object.
+
+Sources, highest priority first: explicit overrides (CLI flags), environment variables
+``LLMUX_*``, a TOML file (``--config`` or ``LLMUX_CONFIG``), defaults. It is built once
+by :func:`load_settings` and passed down; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_PORT = 11434
+
+
+def parse_host(value: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``:port`` or ``http://host:port`` -> (host, port)."""
+    text = value.strip() or "127.0.0.1"
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    host = parts.hostname or "127.0.0.1"
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError as exc:
+        raise ValueError(f"invalid port in host {value!r}") from exc
+    return host, port
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LLMUX_", extra="ignore", env_nested_delimiter="__"
+    )
+
+    host: str = Field("127.0.0.1:11434", description="host:port to bind and to reach the server")
+    home: Path = Field(Path("~/.llmux"), description="where all state lives")
+    models: Path | None = Field(None, description="model store; default $LLMUX_HOME/models")
+    config: Path | None = Field(None, description="TOML configuration file")
+
+    keep_alive: str = "5m"
+    num_ctx: int = Field(4096, ge=64)
+    num_thread: int | None = Field(None, ge=1)
+    num_gpu: int = -1
+    num_parallel: int = Field(1, ge=1)
+    max_loaded_models: int = Field(3, ge=1)
+    max_queue: int = Field(512, ge=1)
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+
+    bundled_model: str = Field("smollm2:135m", description="name for the bundled GGUF; '' skips")
+    origins: list[str] = Field(default_factory=list, description="extra allowed CORS origins")
+    aliases: dict[str, str] = Field(default_factory=dict)
+    log_level: str = "info"
+
+    @field_validator("origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = settings_cls.model_config.get("toml_file")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @property
+    def bind(self) -> tuple[str, int]:
+        return parse_host(self.host)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.bind
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.models or self.home_dir / "models").expanduser()
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the Settings once: overrides > env > TOML file > defaults."""
+    path = config_file or os.environ.get("LLMUX_CONFIG")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if not path:
+        return Settings(**overrides)
+    toml_path = Path(path).expanduser()
+    if not toml_path.is_file():
+        raise FileNotFoundError(f"config file {toml_path} does not exist")
+    cls = type(
+        "FileSettings",
+        (Settings,),
+        {"model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": toml_path})},
+    )
+    settings = cls(**overrides)
+    settings.config = toml_path
+    return settings

@@ -1,0 +1,63 @@
+"""Ollama's ``keep_alive`` values: a Go duration string or a number of seconds.
+
+Negative means "keep forever" (returned as ``math.inf``), ``0`` means "unload after
+the reply". A numeric *string* such as ``"3600"`` is invalid, as in Ollama.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from llmux.errors import InvalidRequest
+
+_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Parse a Go ``time.ParseDuration`` string into seconds (may be negative)."""
+    s = text.strip()
+    sign = 1.0
+    if s[:1] in "+-":
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _PART.match(s, pos)
+        if not m:
+            raise InvalidRequest(
+                f'time: invalid duration "{text}" (use a unit, e.g. "5m", "1h30m", "300s")',
+                param="keep_alive",
+            )
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos == 0:
+        raise InvalidRequest(f'time: invalid duration "{text}"', param="keep_alive")
+    return sign * total
+
+
+def parse_keep_alive(value: object) -> float | None:
+    """Return seconds to keep a model loaded; ``inf`` for forever; ``None`` if unset."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidRequest("keep_alive must be a duration string or a number", param="keep_alive")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        seconds = parse_go_duration(value)
+    else:
+        raise InvalidRequest("keep_alive must be a duration string or a number", param="keep_alive")
+    return math.inf if seconds < 0 else seconds

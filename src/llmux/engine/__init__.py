@@ -1,0 +1,1 @@
+"""Embedded llama.cpp engine."""

@@ -1,0 +1,324 @@
+"""The embedded llama.cpp backend.
+
+Owns the loaded models: loads lazily on first use, keeps each for its ``keep_alive``
+(Ollama's semantics: a duration, negative = forever, 0 = unload after the reply),
+evicts the least recently used idle model past ``max_loaded_models``, and refuses
+work past ``max_queue`` with 503. Prompts are built here from the model's template,
+system and parameter layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from llmux.config import Settings
+from llmux.core.chunks import ChatChunk, EmbedResult
+from llmux.core.durations import parse_keep_alive
+from llmux.core.names import ModelName
+from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions, Message, Sampling
+from llmux.engine.gotemplate import render_go_template
+from llmux.engine.runner import (
+    DoneEvent,
+    ErrorEvent,
+    Job,
+    LoadedModel,
+    LoadParams,
+    ResolvedSampling,
+    TextEvent,
+    default_threads,
+)
+from llmux.engine.template import ChatTemplate
+from llmux.errors import CapabilityNotSupported, InvalidRequest, ServerBusy
+from llmux.models.capabilities import capabilities
+from llmux.models.store import ModelRecord, ModelStore
+
+log = logging.getLogger(__name__)
+
+REAP_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedInfo:
+    name: str
+    size: int
+    digest: str
+    details: dict[str, Any]
+    expires_at: float | None
+    context_length: int
+
+
+class LocalEngine:
+    def __init__(self, store: ModelStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.default_keep_alive = parse_keep_alive(settings.keep_alive) or 0.0
+        self._loaded: dict[str, LoadedModel] = {}
+        self._load_locks: dict[str, asyncio.Lock] = {}
+        self._templates: dict[str, ChatTemplate] = {}
+        self._pending = 0
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_forever(), name="llmux-keepalive")
+
+    async def aclose(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        for name in list(self._loaded):
+            await self._unload(name)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_S)
+            now = time.time()
+            for name, model in list(self._loaded.items()):
+                if model.active == 0 and model.expires_at is not None and model.expires_at <= now:
+                    log.info("unloading %s (keep_alive expired)", name)
+                    await self._unload(name)
+
+    # -- model records -------------------------------------------------------------
+    def record(self, model: str) -> ModelRecord:
+        return self.store.resolve(ModelName.parse(model))
+
+    def capabilities(self, record: ModelRecord) -> list[str]:
+        template = record.layers.get("template") or self.store.gguf(record).chat_template
+        return capabilities(self.store.gguf(record), template)
+
+    def check(self, record: ModelRecord, request: ChatRequest) -> None:
+        """Refuse what the model can't do, before anything is loaded or streamed."""
+        caps = self.capabilities(record)
+        full = record.name.full
+        if "completion" not in caps:
+            raise CapabilityNotSupported(f"{full} does not support generate")
+        if request.tools and "tools" not in caps:
+            raise CapabilityNotSupported(f"{full} does not support tools", param="tools")
+        if request.suffix and "insert" not in caps:
+            raise CapabilityNotSupported(f"{full} does not support insert", param="suffix")
+        if request.all_images and "vision" not in caps:
+            raise CapabilityNotSupported(f"{full} does not support vision", param="images")
+        if request.think not in (None, False) and "thinking" not in caps:
+            raise CapabilityNotSupported(f'"{record.name.display}" does not support thinking', param="think")
+
+    # -- loading ----------------------------------------------------------------------
+    def _load_params(self, record: ModelRecord, load: LoadOptions) -> LoadParams:
+        trained = self.store.gguf(record).context_length or self.settings.num_ctx
+        params = record.params
+        n_ctx = load.num_ctx or params.get("num_ctx") or self.settings.num_ctx
+        return LoadParams(
+            n_ctx=max(64, min(int(n_ctx), trained)),
+            n_threads=load.num_thread or self.settings.num_thread or default_threads(),
+            n_gpu_layers=load.num_gpu if load.num_gpu is not None else self.settings.num_gpu,
+        )
+
+    async def acquire(self, record: ModelRecord, load: LoadOptions) -> tuple[LoadedModel, int]:
+        """The loaded model for a record (loading it if needed) and the ns spent loading."""
+        name = record.name.display
+        params = self._load_params(record, load)
+        lock = self._load_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            model = self._loaded.get(name)
+            if model and (model.params != params or model.digest != record.digest) and model.active == 0:
+                await self._unload(name)
+                model = None
+            if model is not None:
+                model.active += 1
+                return model, 0
+            await self._evict_for_room()
+            model = LoadedModel(
+                name=name,
+                path=record.model_path,
+                params=params,
+                size=record.size,
+                digest=record.digest,
+                details=record.details(),
+            )
+            model.active += 1
+            try:
+                load_ns = await model.load()
+            except BaseException:
+                await model.close()
+                raise
+            self._loaded[name] = model
+            log.info("loaded %s (num_ctx=%d, threads=%d) in %.2fs", name, params.n_ctx, params.n_threads, load_ns / 1e9)
+            return model, load_ns
+
+    def release(self, model: LoadedModel, keep_alive: float | None) -> None:
+        model.active -= 1
+        model.last_used = time.monotonic()
+        seconds = self.default_keep_alive if keep_alive is None else keep_alive
+        model.expires_at = None if math.isinf(seconds) else time.time() + seconds
+
+    async def _evict_for_room(self) -> None:
+        while len(self._loaded) >= self.settings.max_loaded_models:
+            idle = [m for m in self._loaded.values() if m.active == 0]
+            if not idle:
+                log.warning("all %d loaded models are busy; loading one more", len(self._loaded))
+                return
+            victim = min(idle, key=lambda m: m.last_used)
+            log.info("unloading %s to make room", victim.name)
+            await self._unload(victim.name)
+
+    async def _unload(self, name: str) -> None:
+        model = self._loaded.pop(name, None)
+        if model is not None:
+            await model.close()
+
+    async def load(self, model: str, keep_alive: float | None, load: LoadOptions) -> int:
+        record = self.record(model)
+        loaded, load_ns = await self.acquire(record, load)
+        self.release(loaded, keep_alive)
+        return load_ns
+
+    async def unload(self, model: str) -> None:
+        name = ModelName.parse(model).display
+        loaded = self._loaded.get(name)
+        if loaded is None:
+            self.record(model)  # 404 for unknown models
+            return
+        if loaded.active:
+            loaded.expires_at = time.time()  # the reaper unloads it once idle
+        else:
+            await self._unload(name)
+
+    def loaded(self) -> list[LoadedInfo]:
+        return [
+            LoadedInfo(m.name, m.size, m.digest, m.details, m.expires_at, m.params.n_ctx)
+            for m in sorted(self._loaded.values(), key=lambda m: -m.last_used)
+        ]
+
+    # -- admission -------------------------------------------------------------------
+    def _admit(self) -> None:
+        if self._pending >= self.settings.max_queue + self.settings.num_parallel:
+            raise ServerBusy("server busy, please try again. maximum pending requests exceeded")
+        self._pending += 1
+
+    # -- generation --------------------------------------------------------------------
+    async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        record = self.record(request.model)
+        self.check(record, request)
+        job = self._job(record, request)
+        self._admit()
+        try:
+            model, load_ns = await self.acquire(record, request.load)
+            try:
+                async for event in model.generate(job):
+                    if isinstance(event, TextEvent):
+                        yield ChatChunk(content=event.text, model=record.name.display)
+                    elif isinstance(event, ErrorEvent):
+                        raise event.error
+                    elif isinstance(event, DoneEvent):
+                        metrics = event.metrics
+                        metrics = type(metrics)(**{**asdict(metrics), "load_ns": load_ns, "total_ns": metrics.total_ns + load_ns})
+                        yield ChatChunk(
+                            done=True,
+                            done_reason="length" if event.reason == "length" else "stop",
+                            metrics=metrics,
+                            context=event.context,
+                            model=record.name.display,
+                        )
+            finally:
+                self.release(model, request.keep_alive)
+        finally:
+            self._pending -= 1
+
+    def _job(self, record: ModelRecord, request: ChatRequest) -> Job:
+        sampling = resolve_sampling(request.sampling, record.params)
+        if request.suffix is not None:  # fill-in-the-middle with the model's FIM tokens
+            info = self.store.gguf(record)
+            pre, suf, mid = (info.token_text(f"fim_{k}_token_id") for k in ("pre", "suf", "mid"))
+            text = f"{pre}{request.prompt or ''}{suf}{request.suffix}{mid}"
+            return Job(prompt=text, sampling=sampling, format=request.format)
+        if request.prompt is not None and request.template is None and not request.messages:
+            return Job(
+                prompt=request.prompt,
+                sampling=sampling,
+                format=request.format,
+                context=request.context,
+                return_context=request.return_context,
+            )
+        if request.template is not None:
+            system = next((m.content for m in request.messages if m.role == "system"), record.layers.get("system", ""))
+            prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+            text = render_go_template(request.template, {"System": system, "Prompt": prompt, "Response": ""})
+            return Job(prompt=text, sampling=sampling, format=request.format, context=request.context, return_context=request.return_context)
+        messages = request.messages
+        if "system" in record.layers and not any(m.role == "system" for m in messages):
+            messages = (Message(role="system", content=record.layers["system"]), *messages)
+        template = self._template(record)
+        text = template.render(messages, request.tools)
+        add_bos = not (template.bos_token and text.startswith(template.bos_token))
+        return Job(
+            prompt=text,
+            sampling=sampling,
+            format=request.format,
+            context=request.context,
+            add_bos=add_bos,
+            return_context=request.return_context,
+        )
+
+    def _template(self, record: ModelRecord) -> ChatTemplate:
+        key = record.digest
+        if key not in self._templates:
+            info = self.store.gguf(record)
+            self._templates[key] = ChatTemplate(
+                info.chat_template,
+                bos_token=info.token_text("bos_token_id"),
+                eos_token=info.token_text("eos_token_id"),
+            )
+        return self._templates[key]
+
+    # -- embeddings ---------------------------------------------------------------------
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        record = self.record(request.model)
+        start = time.perf_counter_ns()
+        self._admit()
+        try:
+            model, load_ns = await self.acquire(record, request.load)
+            try:
+                vectors, count = await model.embed(list(request.inputs), request.truncate) if request.inputs else ([], 0)
+            finally:
+                self.release(model, request.keep_alive)
+        finally:
+            self._pending -= 1
+        vectors = [shape_embedding(v, request.dimensions, request.normalize) for v in vectors]
+        return EmbedResult(
+            model=record.name.display,
+            embeddings=vectors,
+            prompt_tokens=count,
+            total_ns=time.perf_counter_ns() - start,
+            load_ns=load_ns,
+        )
+
+
+def resolve_sampling(request: Sampling, params: dict[str, Any]) -> ResolvedSampling:
+    """Request values win over the model's parameter layer, which wins over defaults."""
+    values: dict[str, Any] = {}
+    for f in fields(ResolvedSampling):
+        requested = getattr(request, f.name)
+        if f.name == "stop":
+            stop = requested or params.get("stop") or ()
+            values["stop"] = tuple([stop] if isinstance(stop, str) else stop)
+        elif requested is not None:
+            values[f.name] = requested
+        elif params.get(f.name) is not None:
+            values[f.name] = params[f.name]
+    return ResolvedSampling(**values)
+
+
+def shape_embedding(vector: list[float], dimensions: int | None, normalize: bool) -> list[float]:
+    if dimensions is not None:
+        if dimensions <= 0 or dimensions > len(vector):
+            raise InvalidRequest(f"dimensions must be between 1 and {len(vector)}", param="dimensions")
+        vector = vector[:dimensions]
+    if normalize:
+        norm = math.sqrt(sum(x * x for x in vector))
+        if norm > 0:
+            vector = [x / norm for x in vector]
+    return vector

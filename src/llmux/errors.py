@@ -1,0 +1,91 @@
+"""One exception tree for all of llmux.
+
+Everything inside raises these; each protocol adapter turns them into its own wire
+error in exactly one place (``server/errors.py``). Each class has an HTTP status and a
+stable machine-readable ``code``::
+
+    LlmuxError (500 internal_error)
+    ├── InvalidRequest (400 invalid_request)
+    │   └── CapabilityNotSupported (400 unsupported_capability)
+    ├── Forbidden (403 forbidden)
+    ├── NotFound (404 not_found)
+    │   └── ModelNotFound (404 model_not_found)
+    ├── MethodNotAllowed (405 method_not_allowed)
+    ├── PayloadTooLarge (413 payload_too_large)
+    ├── ServerBusy (503 server_busy, carries Retry-After)
+    └── BackendError (500 backend_error)   a model or upstream failed while serving
+
+Messages say what to do next where there is something to do.
+"""
+
+from __future__ import annotations
+
+
+class LlmuxError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+
+class InvalidRequest(LlmuxError):
+    status = 400
+    code = "invalid_request"
+
+
+class CapabilityNotSupported(InvalidRequest):
+    code = "unsupported_capability"
+
+
+class Forbidden(LlmuxError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(LlmuxError):
+    status = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, name: str, hint: str | None = None) -> None:
+        message = f"model '{name}' not found"
+        if hint:
+            message += f", {hint}"
+        super().__init__(message, param="model")
+        self.name = name
+
+
+class MethodNotAllowed(LlmuxError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(LlmuxError):
+    status = 413
+    code = "payload_too_large"
+
+
+class ServerBusy(LlmuxError):
+    status = 503
+    code = "server_busy"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class BackendError(LlmuxError):
+    status = 500
+    code = "backend_error"

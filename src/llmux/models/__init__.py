@@ -1,0 +1,1 @@
+"""The model store (Ollama layout), GGUF headers, capabilities."""

@@ -1,0 +1,1 @@
+"""Wire formats <-> core. Pure functions: no I/O, no web framework."""

@@ -1,0 +1,1 @@
+"""Ollama's native API: wire models, conversion to core, rendering of chunks."""

@@ -1,0 +1,120 @@
+"""Request guard (pure ASGI): Host check, Origin check, body size limit.
+
+* Host: while bound to a loopback address, only local host names are accepted, so
+  a web page cannot reach the server through DNS rebinding (403, empty body, as Ollama).
+* Origin: browsers' requests from origins outside the allow-list (Ollama's defaults
+  plus ``origins`` from the settings, ``*`` wildcards allowed) are refused with 403
+  and a message that says how to allow them. Same-origin requests always pass.
+* Body: larger than ``max_body_bytes`` -> 413, by Content-Length or while reading.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmux.errors import Forbidden, PayloadTooLarge
+from llmux.server.errors import error_body
+
+DEFAULT_ORIGINS = [
+    f"{scheme}://{host}{port}"
+    for scheme in ("http", "https")
+    for host in ("localhost", "127.0.0.1", "0.0.0.0")
+    for port in ("", ":*")
+] + ["app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*"]
+
+
+def origin_regex(patterns: Iterable[str]) -> str:
+    parts = [re.escape(p.rstrip("/")).replace(r"\*", ".*") for p in patterns]
+    return "^(" + "|".join(parts) + ")$"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def local_host_allowed(host: str) -> bool:
+    name = host.lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if name in ("localhost", socket.gethostname().lower()) or name.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_unspecified
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, *, origins: list[str], check_host: bool, max_body: int) -> None:
+        self.app = app
+        self.origin_re = re.compile(origin_regex([*DEFAULT_ORIGINS, *origins]))
+        self.check_host = check_host
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if self.check_host and not local_host_allowed(host):
+            await _send(send, 403, b"")
+            return
+        origin = headers.get("origin")
+        if origin and not self._origin_ok(origin, host, scope):
+            exc = Forbidden(
+                f"origin {origin} is not allowed; add it to LLMUX_ORIGINS (comma-separated, "
+                "wildcards allowed, e.g. chrome-extension://*) or to `origins` in the config file"
+            )
+            await _send_json(send, exc.status, error_body(exc, scope["path"]))
+            return
+        length = headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.max_body:
+            exc2 = PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {self.max_body} bytes")
+            await _send_json(send, 413, error_body(exc2, scope["path"]))
+            return
+        await self.app(scope, self._limited(receive), send)
+
+    def _origin_ok(self, origin: str, host: str, scope: Scope) -> bool:
+        if origin.rstrip("/") in (f"http://{host}", f"https://{host}"):
+            return True
+        return bool(self.origin_re.match(origin.rstrip("/")))
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.max_body
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            return message
+
+        return wrapped
+
+
+async def _send(send: Send, status: int, body: bytes, content_type: bytes = b"text/plain") -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Send, status: int, body: object) -> None:
+    await _send(send, status, json.dumps(body).encode(), b"application/json")

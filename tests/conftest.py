@@ -1,0 +1,85 @@
+"""Shared fixtures: a real llmux server process on loopback with the bundled model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+MODEL = "smollm2:135m"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    home: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str]
+
+    def client(self, **kw: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120, **kw)  # type: ignore[arg-type]
+
+    def stop(self, sig: int | None = None) -> int:
+        if self.proc.poll() is None:
+            if sig is None:
+                self.proc.terminate()
+            else:
+                self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+def start_server(home: Path, *, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+    env.update({"LLMUX_HOME": str(home), "LLMUX_HOST": f"127.0.0.1:{port}", "LLMUX_NUM_THREAD": "2"})
+    env.update(extra_env or {})
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = ARTIFACTS / f"server-{port}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmux", "serve", *(args or [])],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return Server(url=url, home=home, proc=proc, log=log, env=env)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"server did not start in time:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("home"), extra_env={"LLMUX_KEEP_ALIVE": "30m"})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def http(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as c:
+        yield c
