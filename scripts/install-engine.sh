@@ -15,10 +15,9 @@ DEFAULT_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGM
 ARGS=${LLMUX_CMAKE_ARGS:-$DEFAULT_ARGS}
 KEY=$(printf '%s %s %s' "$VERSION" "$ARGS" "$("$PY" -c 'import sys; print(sys.version_info[:2])')" | sha256sum | cut -c1-16)
 DIR=${LLMUX_WHEEL_CACHE:-$HOME/.cache/llmux/wheels}/$KEY
-if "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$VERSION')" 2>/dev/null \
-   && [ -f "$DIR/.installed-from" ] && "$PY" -c "import llama_cpp" 2>/dev/null \
-   && grep -qx "$("$PY" -c 'import sys; print(sys.prefix)')" "$DIR/.installed-from" 2>/dev/null; then
-  echo "llama-cpp-python $VERSION already installed from $DIR"
+PKG_DIR=$("$PY" -c 'import importlib.util as u; s = u.find_spec("llama_cpp"); print(s.submodule_search_locations[0] if s else "")' 2>/dev/null || true)
+if [ -n "$PKG_DIR" ] && [ "$(cat "$PKG_DIR/.llmux-build" 2>/dev/null)" = "$KEY" ]; then
+  echo "llama-cpp-python $VERSION already installed (build $KEY)"
   exit 0
 fi
 if ! ls "$DIR"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
@@ -27,5 +26,8 @@ if ! ls "$DIR"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
   CMAKE_ARGS="$ARGS" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
     "$PY" -m pip wheel --no-cache-dir --no-deps "llama-cpp-python==$VERSION" -w "$DIR"
 fi
-"$PY" -m pip install --force-reinstall --no-deps "$DIR"/llama_cpp_python-"$VERSION"-*.whl
-"$PY" -c 'import sys; print(sys.prefix)' >> "$DIR/.installed-from"
+"$PY" -m pip install --quiet --force-reinstall --no-deps "$DIR"/llama_cpp_python-"$VERSION"-*.whl
+"$PY" -m pip install --quiet "$DIR"/llama_cpp_python-"$VERSION"-*.whl  # its own dependencies
+PKG_DIR=$("$PY" -c 'import importlib.util as u; print(u.find_spec("llama_cpp").submodule_search_locations[0])')
+echo "$KEY" > "$PKG_DIR/.llmux-build"
+echo "llama-cpp-python $VERSION installed (build $KEY)"

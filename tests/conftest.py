@@ -44,10 +44,20 @@ class Server:
         return self.proc.wait(timeout=30)
 
 
-def start_server(home: Path, *, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Server:
-    port = free_port()
+def start_server(
+    home: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    port: int | None = None,
+    host_env: bool = True,
+) -> Server:
+    """Start ``llmux serve``; it must answer on ``port`` (LLMUX_HOST unless ``host_env`` is off)."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-    env.update({"LLMUX_HOME": str(home), "LLMUX_HOST": f"127.0.0.1:{port}", "LLMUX_NUM_THREAD": "2"})
+    env.update({"LLMUX_HOME": str(home), "LLMUX_NUM_THREAD": "2"})
+    if host_env:
+        env["LLMUX_HOST"] = f"127.0.0.1:{port}"
     env.update(extra_env or {})
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / f"server-{port}.log"

@@ -20,6 +20,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from llmux.core.durations import parse_setting_duration
+from llmux.errors import LlmuxError
+
 DEFAULT_PORT = 11434
 
 
@@ -47,7 +50,7 @@ class Settings(BaseSettings):
     models: Path | None = Field(None, description="model store; default $LLMUX_HOME/models")
     config: Path | None = Field(None, description="TOML configuration file")
 
-    keep_alive: str = "5m"
+    keep_alive: str | int | float = Field("5m", description="how long an idle model stays loaded")
     num_ctx: int = Field(4096, ge=64)
     num_thread: int | None = Field(None, ge=1)
     num_gpu: int = -1
@@ -60,6 +63,19 @@ class Settings(BaseSettings):
     origins: list[str] = Field(default_factory=list, description="extra allowed CORS origins")
     aliases: dict[str, str] = Field(default_factory=dict)
     log_level: str = "info"
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _check_keep_alive(cls, v: str | int | float) -> str | int | float:
+        try:
+            parse_setting_duration(v)
+        except LlmuxError as exc:
+            raise ValueError(exc.message) from None
+        return v
+
+    @property
+    def keep_alive_seconds(self) -> float:
+        return parse_setting_duration(self.keep_alive)
 
     @field_validator("origins", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -17,7 +18,7 @@ from llmux import __version__
 from llmux.config import Settings, load_settings
 
 app = typer.Typer(help="llmux: one server for the Ollama, OpenAI and DeepSeek APIs.", no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (or LLMUX_CONFIG)")]
@@ -26,6 +27,11 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config fi
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
     try:
         return load_settings(config, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
+        fail(f"invalid settings ({problems}); see docs/configuration.md")
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
 

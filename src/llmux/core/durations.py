@@ -48,6 +48,18 @@ def parse_go_duration(text: str) -> float:
     return sign * total
 
 
+def parse_setting_duration(value: object) -> float:
+    """A server-wide keep-alive: like :func:`parse_keep_alive`, plus plain seconds as a
+    string (``"3600"``, ``"-1"``), as Ollama reads OLLAMA_KEEP_ALIVE."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    seconds = parse_keep_alive(value)
+    return 0.0 if seconds is None else seconds
+
+
 def parse_keep_alive(value: object) -> float | None:
     """Return seconds to keep a model loaded; ``inf`` for forever; ``None`` if unset."""
     if value is None:

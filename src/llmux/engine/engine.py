@@ -19,7 +19,6 @@ from typing import Any
 
 from llmux.config import Settings
 from llmux.core.chunks import ChatChunk, EmbedResult
-from llmux.core.durations import parse_keep_alive
 from llmux.core.names import ModelName
 from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions, Message, Sampling
 from llmux.engine.gotemplate import render_go_template
@@ -57,7 +56,7 @@ class LocalEngine:
     def __init__(self, store: ModelStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.default_keep_alive = parse_keep_alive(settings.keep_alive) or 0.0
+        self.default_keep_alive = settings.keep_alive_seconds
         self._loaded: dict[str, LoadedModel] = {}
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._templates: dict[str, ChatTemplate] = {}
