@@ -135,6 +135,6 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         (Settings,),
         {"model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": toml_path})},
     )
-    settings = cls(**overrides)
+    settings: Settings = cls(**overrides)
     settings.config = toml_path
     return settings

@@ -116,6 +116,12 @@ def test_generate_context_continues_conversation(http: httpx.Client) -> None:
     assert len(second["context"]) > len(first["context"])
 
 
+def test_generate_bad_context_tokens_are_400(http: httpx.Client) -> None:
+    for context in ([99_999_999], [-5]):
+        r = http.post("/api/generate", json={"model": MODEL, "prompt": "hi", "context": context, "stream": False})
+        assert r.status_code == 400 and "vocabulary" in r.json()["error"]
+
+
 def test_generate_go_template_override(http: httpx.Client) -> None:
     data = http.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "system": "S", "stream": False, "options": {**SHORT, "num_predict": 1},
                                             "template": "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"}).json()  # fmt: skip

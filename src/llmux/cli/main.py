@@ -17,11 +17,15 @@ from rich.table import Table
 from llmux import __version__
 from llmux.config import Settings, load_settings
 
-app = typer.Typer(help="llmux: one server for the Ollama, OpenAI and DeepSeek APIs.", no_args_is_help=True)
+app = typer.Typer(
+    help="llmux: one server for the Ollama, OpenAI and DeepSeek APIs.", no_args_is_help=True
+)
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (or LLMUX_CONFIG)")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML config file (or LLMUX_CONFIG)")
+]
 
 
 def _settings(config: Path | None = None, **overrides: Any) -> Settings:
@@ -29,7 +33,8 @@ def _settings(config: Path | None = None, **overrides: Any) -> Settings:
         return load_settings(config, **overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         fail(f"invalid settings ({problems}); see docs/configuration.md")
     except (FileNotFoundError, ValueError) as exc:
@@ -57,7 +62,9 @@ def _get(settings: Settings, path: str) -> Any:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="address to bind (or LLMUX_HOST=host:port)")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="address to bind (or LLMUX_HOST=host:port)")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="port to bind")] = None,
     config: ConfigOpt = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
@@ -70,7 +77,13 @@ def serve(
     base = _settings(config, log_level=log_level)
     bind_host, bind_port = base.bind
     bind_host, bind_port = host or bind_host, port or bind_port
-    settings = base.model_copy(update={"host": f"{bind_host}:{bind_port}" if ":" not in bind_host else f"[{bind_host}]:{bind_port}"})
+    settings = base.model_copy(
+        update={
+            "host": f"{bind_host}:{bind_port}"
+            if ":" not in bind_host
+            else f"[{bind_host}]:{bind_port}"
+        }
+    )
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     err.print(f"llmux {__version__} listening on http://{bind_host}:{bind_port}")
@@ -89,7 +102,12 @@ def list_models(config: ConfigOpt = None) -> None:
     data = _get(_settings(config), "/api/tags")
     table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None)
     for m in data.get("models", []):
-        table.add_row(m["name"], m["digest"][:12], f"{m['size'] / 1e6:.0f} MB", m["modified_at"][:19].replace("T", " "))
+        table.add_row(
+            m["name"],
+            m["digest"][:12],
+            f"{m['size'] / 1e6:.0f} MB",
+            m["modified_at"][:19].replace("T", " "),
+        )
     out.print(table)
 
 
@@ -99,7 +117,13 @@ def ps(config: ConfigOpt = None) -> None:
     data = _get(_settings(config), "/api/ps")
     table = Table("NAME", "ID", "SIZE", "CONTEXT", "UNTIL", box=None)
     for m in data.get("models", []):
-        table.add_row(m["name"], m["digest"][:12], f"{m['size'] / 1e6:.0f} MB", str(m.get("context_length", "")), m["expires_at"][:19].replace("T", " "))
+        table.add_row(
+            m["name"],
+            m["digest"][:12],
+            f"{m['size'] / 1e6:.0f} MB",
+            str(m.get("context_length", "")),
+            m["expires_at"][:19].replace("T", " "),
+        )
     out.print(table)
 
 

@@ -6,6 +6,7 @@ the reply". A numeric *string* such as ``"3600"`` is invalid, as in Ollama.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 
@@ -52,10 +53,8 @@ def parse_setting_duration(value: object) -> float:
     """A server-wide keep-alive: like :func:`parse_keep_alive`, plus plain seconds as a
     string (``"3600"``, ``"-1"``), as Ollama reads OLLAMA_KEEP_ALIVE."""
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     seconds = parse_keep_alive(value)
     return 0.0 if seconds is None else seconds
 

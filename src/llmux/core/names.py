@@ -59,7 +59,9 @@ class ModelName:
         )
         if not ok:
             raise InvalidRequest(f'name "{raw}" is invalid', param="model")
-        return cls(host=host.lower(), namespace=namespace.lower(), model=model.lower(), tag=tag.lower())
+        return cls(
+            host=host.lower(), namespace=namespace.lower(), model=model.lower(), tag=tag.lower()
+        )
 
     @property
     def display(self) -> str:

@@ -103,7 +103,9 @@ class LocalEngine:
         if request.all_images and "vision" not in caps:
             raise CapabilityNotSupported(f"{full} does not support vision", param="images")
         if request.think not in (None, False) and "thinking" not in caps:
-            raise CapabilityNotSupported(f'"{record.name.display}" does not support thinking', param="think")
+            raise CapabilityNotSupported(
+                f'"{record.name.display}" does not support thinking', param="think"
+            )
 
     # -- loading ----------------------------------------------------------------------
     def _load_params(self, record: ModelRecord, load: LoadOptions) -> LoadParams:
@@ -112,7 +114,11 @@ class LocalEngine:
         n_ctx = load.num_ctx or params.get("num_ctx") or self.settings.num_ctx
         return LoadParams(
             n_ctx=max(64, min(int(n_ctx), trained)),
-            n_threads=load.num_thread or self.settings.num_thread or default_threads(),
+            # a request can't ask for more threads than make sense on this machine
+            n_threads=min(
+                load.num_thread or self.settings.num_thread or default_threads(),
+                4 * default_threads(),
+            ),
             n_gpu_layers=load.num_gpu if load.num_gpu is not None else self.settings.num_gpu,
         )
 
@@ -123,7 +129,11 @@ class LocalEngine:
         lock = self._load_locks.setdefault(name, asyncio.Lock())
         async with lock:
             model = self._loaded.get(name)
-            if model and (model.params != params or model.digest != record.digest) and model.active == 0:
+            if (
+                model
+                and (model.params != params or model.digest != record.digest)
+                and model.active == 0
+            ):
                 await self._unload(name)
                 model = None
             if model is not None:
@@ -145,7 +155,13 @@ class LocalEngine:
                 await model.close()
                 raise
             self._loaded[name] = model
-            log.info("loaded %s (num_ctx=%d, threads=%d) in %.2fs", name, params.n_ctx, params.n_threads, load_ns / 1e9)
+            log.info(
+                "loaded %s (num_ctx=%d, threads=%d) in %.2fs",
+                name,
+                params.n_ctx,
+                params.n_threads,
+                load_ns / 1e9,
+            )
             return model, load_ns
 
     def release(self, model: LoadedModel, keep_alive: float | None) -> None:
@@ -214,7 +230,13 @@ class LocalEngine:
                         raise event.error
                     elif isinstance(event, DoneEvent):
                         metrics = event.metrics
-                        metrics = type(metrics)(**{**asdict(metrics), "load_ns": load_ns, "total_ns": metrics.total_ns + load_ns})
+                        metrics = type(metrics)(
+                            **{
+                                **asdict(metrics),
+                                "load_ns": load_ns,
+                                "total_ns": metrics.total_ns + load_ns,
+                            }
+                        )
                         yield ChatChunk(
                             done=True,
                             done_reason="length" if event.reason == "length" else "stop",
@@ -243,10 +265,21 @@ class LocalEngine:
                 return_context=request.return_context,
             )
         if request.template is not None:
-            system = next((m.content for m in request.messages if m.role == "system"), record.layers.get("system", ""))
+            system = next(
+                (m.content for m in request.messages if m.role == "system"),
+                record.layers.get("system", ""),
+            )
             prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-            text = render_go_template(request.template, {"System": system, "Prompt": prompt, "Response": ""})
-            return Job(prompt=text, sampling=sampling, format=request.format, context=request.context, return_context=request.return_context)
+            text = render_go_template(
+                request.template, {"System": system, "Prompt": prompt, "Response": ""}
+            )
+            return Job(
+                prompt=text,
+                sampling=sampling,
+                format=request.format,
+                context=request.context,
+                return_context=request.return_context,
+            )
         messages = request.messages
         if "system" in record.layers and not any(m.role == "system" for m in messages):
             messages = (Message(role="system", content=record.layers["system"]), *messages)
@@ -281,7 +314,11 @@ class LocalEngine:
         try:
             model, load_ns = await self.acquire(record, request.load)
             try:
-                vectors, count = await model.embed(list(request.inputs), request.truncate) if request.inputs else ([], 0)
+                vectors, count = (
+                    await model.embed(list(request.inputs), request.truncate)
+                    if request.inputs
+                    else ([], 0)
+                )
             finally:
                 self.release(model, request.keep_alive)
         finally:
@@ -314,7 +351,9 @@ def resolve_sampling(request: Sampling, params: dict[str, Any]) -> ResolvedSampl
 def shape_embedding(vector: list[float], dimensions: int | None, normalize: bool) -> list[float]:
     if dimensions is not None:
         if dimensions <= 0 or dimensions > len(vector):
-            raise InvalidRequest(f"dimensions must be between 1 and {len(vector)}", param="dimensions")
+            raise InvalidRequest(
+                f"dimensions must be between 1 and {len(vector)}", param="dimensions"
+            )
         vector = vector[:dimensions]
     if normalize:
         norm = math.sqrt(sum(x * x for x in vector))

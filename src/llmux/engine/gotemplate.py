@@ -54,7 +54,9 @@ def _value(expr: str, values: dict[str, Any]) -> Any:
     return values.get(m.group(1), "")
 
 
-def _render(tokens: list[tuple[str, str]], pos: int, values: dict[str, Any], stop: tuple[str, ...]) -> tuple[str, int]:
+def _render(
+    tokens: list[tuple[str, str]], pos: int, values: dict[str, Any], stop: tuple[str, ...]
+) -> tuple[str, int]:
     out: list[str] = []
     while pos < len(tokens):
         kind, body = tokens[pos]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llama_cpp import LlamaGrammar
-from llama_cpp.llama_grammar import JSON_GBNF
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from llmux.core.request import OutputFormat
 from llmux.errors import InvalidRequest
@@ -20,7 +19,9 @@ def grammar_for(fmt: OutputFormat) -> LlamaGrammar | None:
         return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
     if isinstance(fmt, dict):
         return schema_grammar(fmt)
-    raise InvalidRequest(f'invalid format {fmt!r}: use "json" or a JSON Schema object', param="format")
+    raise InvalidRequest(
+        f'invalid format {fmt!r}: use "json" or a JSON Schema object', param="format"
+    )
 
 
 def schema_grammar(schema: dict[str, Any]) -> LlamaGrammar:

@@ -10,6 +10,7 @@ the thread is free again within one decode step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -175,10 +176,8 @@ class LoadedModel:
             cancel.set()
             # Wait for the worker so accounting (active, expiry) stays true; shield so a
             # cancelled request still waits the one decode step it takes to stop.
-            try:
+            with contextlib.suppress(BaseException):  # failures were sent as ErrorEvent
                 await asyncio.shield(future)
-            except BaseException:  # noqa: BLE001 - already reported as ErrorEvent
-                pass
 
     def _run(self, job: Job, emit: Callable[[Event], None], cancel: threading.Event) -> None:
         try:
@@ -187,22 +186,36 @@ class LoadedModel:
             emit(self._generate(job, emit, cancel))
         except LlmuxError as exc:
             emit(ErrorEvent(exc))
-        except Exception as exc:  # noqa: BLE001 - llama.cpp failures become stream errors
+        except Exception as exc:
             log.exception("generation failed on %s", self.name)
             emit(ErrorEvent(BackendError(f"generation failed: {exc}")))
 
-    def _generate(self, job: Job, emit: Callable[[Event], None], cancel: threading.Event) -> DoneEvent:
+    def _generate(
+        self, job: Job, emit: Callable[[Event], None], cancel: threading.Event
+    ) -> DoneEvent:
         llama = self.llama
         if llama is None:
             raise BackendError(f"model '{self.name}' is not loaded")
         t0 = time.perf_counter_ns()
         s = job.sampling
-        tokens = list(job.context) + llama.tokenize(job.prompt.encode("utf-8"), add_bos=job.add_bos, special=True)
+        n_vocab = llama.n_vocab()
+        if any(not 0 <= t < n_vocab for t in job.context):
+            raise InvalidRequest(
+                f"context holds token ids outside this model's vocabulary (0..{n_vocab - 1})",
+                param="context",
+            )
+        tokens = list(job.context) + llama.tokenize(
+            job.prompt.encode("utf-8"), add_bos=job.add_bos, special=True
+        )
         if not tokens:
             tokens = [llama.token_bos()]
         n_ctx = llama.n_ctx()
         tokens = self._fit_context(tokens, n_ctx, s.num_predict)
-        cached = min(_common_prefix(llama.input_ids[: llama.n_tokens], tokens), self._aligned, len(tokens) - 1)
+        cached = min(
+            _common_prefix(llama.input_ids[: llama.n_tokens], tokens),
+            self._aligned,
+            len(tokens) - 1,
+        )
         cached -= cached % PREFIX_CHUNK
         llama.n_tokens = cached  # generate(reset=False) evaluates from here, in aligned chunks
         self._aligned = 0
@@ -210,7 +223,7 @@ class LoadedModel:
         llama.set_seed(s.seed if s.seed is not None else random.randrange(2**31))
         llama.last_n_tokens_size = s.repeat_last_n if s.repeat_last_n >= 0 else n_ctx
         grammar = grammar_for(job.format)
-        vocab = llama._model.vocab  # noqa: SLF001 - needed for end-of-generation tokens
+        vocab = llama._model.vocab
         utf8, stops = Utf8Stream(), StopMatcher(s.stop)
         produced: list[int] = []
         emitted: list[str] = []  # kept only under a grammar, to close cut-off JSON
@@ -238,7 +251,11 @@ class LoadedModel:
                     t_first = time.perf_counter_ns()
                     self._aligned = len(tokens) - len(tokens) % PREFIX_CHUNK
                 if cancel.is_set():
-                    log.info("%s: generation cancelled after %d tokens (client went away)", self.name, len(produced))
+                    log.info(
+                        "%s: generation cancelled after %d tokens (client went away)",
+                        self.name,
+                        len(produced),
+                    )
                     break
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     break
@@ -260,10 +277,19 @@ class LoadedModel:
             tail += closing_suffix("".join(emitted) + tail)
         if tail:
             emit(TextEvent(tail))
-        return self._done(t0, t_first or time.perf_counter_ns(), tokens, cached, produced, reason, job)
+        return self._done(
+            t0, t_first or time.perf_counter_ns(), tokens, cached, produced, reason, job
+        )
 
     def _done(
-        self, t0: int, t_first: int, tokens: list[int], cached: int, produced: list[int], reason: str, job: Job
+        self,
+        t0: int,
+        t_first: int,
+        tokens: list[int],
+        cached: int,
+        produced: list[int],
+        reason: str,
+        job: Job,
     ) -> DoneEvent:
         now = time.perf_counter_ns()
         metrics = Metrics(
@@ -283,7 +309,13 @@ class LoadedModel:
         room = n_ctx - max(reserve, 1)
         if len(tokens) <= room:
             return tokens
-        log.warning("%s: prompt of %d tokens truncated to the last %d (num_ctx=%d)", self.name, len(tokens), room, n_ctx)
+        log.warning(
+            "%s: prompt of %d tokens truncated to the last %d (num_ctx=%d)",
+            self.name,
+            len(tokens),
+            room,
+            n_ctx,
+        )
         return tokens[-room:]
 
     # -- embeddings --------------------------------------------------------------------
@@ -322,7 +354,7 @@ class LoadedModel:
 
 def _common_prefix(a: Any, b: list[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1

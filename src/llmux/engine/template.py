@@ -35,7 +35,9 @@ class ChatTemplate:
     def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = "") -> None:
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals.update(raise_exception=_raise, strftime_now=_strftime_now)
-        env.filters["tojson"] = lambda v, indent=None, **_: json.dumps(v, ensure_ascii=False, indent=indent)
+        env.filters["tojson"] = lambda v, indent=None, **_: json.dumps(
+            v, ensure_ascii=False, indent=indent
+        )
         self.source = source or CHATML
         try:
             self._template = env.from_string(self.source)
@@ -48,7 +50,12 @@ class ChatTemplate:
     def mentions_tools(self) -> bool:
         return "tools" in self.source
 
-    def render(self, messages: tuple[Message, ...], tools: tuple[Tool, ...] = (), add_generation_prompt: bool = True) -> str:
+    def render(
+        self,
+        messages: tuple[Message, ...],
+        tools: tuple[Tool, ...] = (),
+        add_generation_prompt: bool = True,
+    ) -> str:
         context: dict[str, Any] = {
             "messages": [message_dict(m) for m in messages],
             "add_generation_prompt": add_generation_prompt,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from llmux.models.gguf import GGUFInfo
 
-EMBEDDING_ARCHITECTURES = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "t5encoder", "modern-bert"}
+EMBEDDING_ARCHITECTURES = {
+    "bert",
+    "nomic-bert",
+    "nomic-bert-moe",
+    "jina-bert-v2",
+    "t5encoder",
+    "modern-bert",
+}
 THINKING_MARKERS = ("<think>", "enable_thinking", "reasoning_content", "<|channel|>analysis")
 
 

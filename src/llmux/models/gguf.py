@@ -190,7 +190,9 @@ def read_gguf(path: str | Path, *, verbose: bool = False) -> GGUFInfo:
             params = _count_parameters(r, n_tensors)
         except (ValueError, struct.error, OverflowError) as exc:
             raise InvalidRequest(f"{Path(path).name}: corrupt GGUF header ({exc})") from exc
-    return GGUFInfo(metadata=metadata, parameter_count=params, tensor_count=n_tensors, tokens=tuple(tokens))
+    return GGUFInfo(
+        metadata=metadata, parameter_count=params, tensor_count=n_tensors, tokens=tuple(tokens)
+    )
 
 
 def _count_parameters(r: _Reader, n_tensors: int) -> int:

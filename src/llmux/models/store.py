@@ -212,7 +212,9 @@ class ModelStore:
             os.replace(tmp, path)
         return {"digest": digest, "size": source.stat().st_size}
 
-    def write_manifest(self, name: ModelName, config: dict[str, Any], layers: list[dict[str, Any]]) -> None:
+    def write_manifest(
+        self, name: ModelName, config: dict[str, Any], layers: list[dict[str, Any]]
+    ) -> None:
         manifest = {
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA,
@@ -225,7 +227,9 @@ class ModelStore:
         """Register a GGUF file as a model (linked, not copied, where possible)."""
         info = read_gguf(source)
         model_layer = {"mediaType": MODEL_MEDIA, **self.link_blob(source, digest)}
-        config_blob = self.write_blob(json.dumps(gguf_config(info, [model_layer["digest"]])).encode())
+        config_blob = self.write_blob(
+            json.dumps(gguf_config(info, [model_layer["digest"]])).encode()
+        )
         self.write_manifest(name, config_blob, [model_layer])
         return self.resolve(name)
 

@@ -20,7 +20,9 @@ Handler = Callable[[RequestContext, ChatRequest], AsyncIterator[ChatChunk]]
 
 
 class Policy(Protocol):
-    def __call__(self, ctx: RequestContext, request: ChatRequest, next: Handler) -> AsyncIterator[ChatChunk]: ...
+    def __call__(
+        self, ctx: RequestContext, request: ChatRequest, next: Handler
+    ) -> AsyncIterator[ChatChunk]: ...
 
 
 def compose(policies: Sequence[Policy], handler: Handler) -> Handler:

@@ -38,13 +38,18 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await gateway.aclose()
 
-    app = FastAPI(title="llmux", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="llmux", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(ollama.router)
     host, _ = settings.bind
     app.add_middleware(
-        Guard, origins=settings.origins, check_host=is_loopback(host), max_body=settings.max_body_bytes
+        Guard,
+        origins=settings.origins,
+        check_host=is_loopback(host),
+        max_body=settings.max_body_bytes,
     )
     app.add_middleware(
         CORSMiddleware,

@@ -43,7 +43,9 @@ def error_body(exc: LlmuxError, path: str) -> dict[str, Any]:
     return {
         "error": {
             "message": exc.message,
-            "type": OPENAI_TYPES.get(exc.status, "server_error" if exc.status == 503 else "api_error"),
+            "type": OPENAI_TYPES.get(
+                exc.status, "server_error" if exc.status == 503 else "api_error"
+            ),
             "param": exc.param,
             "code": exc.code,
         }
@@ -68,7 +70,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     mapped: LlmuxError
     if exc.status_code == 404:
-        mapped = NotFound(f"{request.method} {request.url.path} not found; see docs/api.md for the routes")
+        mapped = NotFound(
+            f"{request.method} {request.url.path} not found; see docs/api.md for the routes"
+        )
     elif exc.status_code == 405:
         mapped = MethodNotAllowed(f"method {request.method} not allowed for {request.url.path}")
     else:

@@ -49,7 +49,9 @@ def local_host_allowed(host: str) -> bool:
         name = name[1 : name.find("]")] if "]" in name else name
     elif name.count(":") == 1:
         name = name.split(":", 1)[0]
-    if name in ("localhost", socket.gethostname().lower()) or name.endswith((".localhost", ".local", ".internal")):
+    if name in ("localhost", socket.gethostname().lower()) or name.endswith(
+        (".localhost", ".local", ".internal")
+    ):
         return True
     try:
         ip = ipaddress.ip_address(name)
@@ -59,7 +61,9 @@ def local_host_allowed(host: str) -> bool:
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, *, origins: list[str], check_host: bool, max_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, origins: list[str], check_host: bool, max_body: int
+    ) -> None:
         self.app = app
         self.origin_re = re.compile(origin_regex([*DEFAULT_ORIGINS, *origins]))
         self.check_host = check_host
@@ -84,7 +88,9 @@ class Guard:
             return
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > self.max_body:
-            exc2 = PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {self.max_body} bytes")
+            exc2 = PayloadTooLarge(
+                f"request body of {length} bytes exceeds the limit of {self.max_body} bytes"
+            )
             await _send_json(send, 413, error_body(exc2, scope["path"]))
             return
         await self.app(scope, self._limited(receive), send)

@@ -37,13 +37,15 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-async def ndjson_lines(chunks: AsyncIterator[ChatChunk], render: Callable[[ChatChunk], dict[str, Any]]) -> AsyncIterator[str]:
+async def ndjson_lines(
+    chunks: AsyncIterator[ChatChunk], render: Callable[[ChatChunk], dict[str, Any]]
+) -> AsyncIterator[str]:
     try:
         async for chunk in chunks:
             yield dumps(render(chunk)) + "\n"
     except LlmuxError as exc:
         yield dumps({"error": exc.message}) + "\n"
-    except Exception:  # noqa: BLE001 - a stream must end with an error line, not a cut
+    except Exception:
         log.exception("stream failed")
         yield dumps({"error": "internal server error; see the server log"}) + "\n"
 

@@ -10,9 +10,24 @@ import re
 from typing import Any
 
 from llmux.core.durations import parse_keep_alive
-from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions, Message, Role, Sampling, Tool, ToolCall
+from llmux.core.request import (
+    ChatRequest,
+    EmbedRequest,
+    LoadOptions,
+    Message,
+    Role,
+    Sampling,
+    Tool,
+    ToolCall,
+)
 from llmux.errors import InvalidRequest
-from llmux.protocols.ollama.wire import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, WireMessage
+from llmux.protocols.ollama.wire import (
+    ChatBody,
+    EmbedBody,
+    EmbeddingsBody,
+    GenerateBody,
+    WireMessage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +62,9 @@ def _typed(key: str, value: Any) -> Any:
         if isinstance(value, str):
             return (value,)
         if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-            raise InvalidRequest('option "stop" must be a string or an array of strings', param="options.stop")
+            raise InvalidRequest(
+                'option "stop" must be a string or an array of strings', param="options.stop"
+            )
         return tuple(value)
     return value
 
@@ -82,7 +99,9 @@ def decode_image(data: str, where: str) -> bytes:
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidRequest(f"invalid image data in {where}: not valid base64", param=where) from None
+        raise InvalidRequest(
+            f"invalid image data in {where}: not valid base64", param=where
+        ) from None
 
 
 def _arguments(value: dict[str, Any] | str) -> dict[str, Any]:
@@ -91,7 +110,9 @@ def _arguments(value: dict[str, Any] | str) -> dict[str, Any]:
     try:
         parsed = json.loads(value) if value else {}
     except json.JSONDecodeError:
-        raise InvalidRequest("tool call arguments must be a JSON object", param="tool_calls") from None
+        raise InvalidRequest(
+            "tool call arguments must be a JSON object", param="tool_calls"
+        ) from None
     if not isinstance(parsed, dict):
         raise InvalidRequest("tool call arguments must be a JSON object", param="tool_calls")
     return parsed
@@ -106,7 +127,9 @@ def to_message(m: WireMessage, i: int) -> Message:
         )
     images = tuple(decode_image(img, f"messages[{i}].images") for img in m.images or [])
     calls = tuple(
-        ToolCall(name=c.function.name, arguments=_arguments(c.function.arguments), id=c.id or "", index=j)
+        ToolCall(
+            name=c.function.name, arguments=_arguments(c.function.arguments), id=c.id or "", index=j
+        )
         for j, c in enumerate(m.tool_calls or [])
     )
     role_typed: Role = role  # type: ignore[assignment]
@@ -126,7 +149,9 @@ def _format(value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
         return None
     if value == "json" or isinstance(value, dict):
         return value
-    raise InvalidRequest(f'invalid format {value!r}: use "json" or a JSON Schema object', param="format")
+    raise InvalidRequest(
+        f'invalid format {value!r}: use "json" or a JSON Schema object', param="format"
+    )
 
 
 def require_model(model: str) -> str:
@@ -140,7 +165,10 @@ def chat_to_core(body: ChatBody) -> ChatRequest:
     return ChatRequest(
         model=require_model(body.model),
         messages=tuple(to_message(m, i) for i, m in enumerate(body.messages)),
-        tools=tuple(Tool(t.function.name, t.function.description, t.function.parameters) for t in body.tools or []),
+        tools=tuple(
+            Tool(t.function.name, t.function.description, t.function.parameters)
+            for t in body.tools or []
+        ),
         format=_format(body.format),
         sampling=sampling,
         load=load,
@@ -183,7 +211,9 @@ def embed_to_core(body: EmbedBody) -> EmbedRequest:
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         inputs = tuple(value)
     else:
-        raise InvalidRequest("invalid input type: use a string or an array of strings", param="input")
+        raise InvalidRequest(
+            "invalid input type: use a string or an array of strings", param="input"
+        )
     _, load = parse_options(body.options)
     return EmbedRequest(
         model=require_model(body.model),

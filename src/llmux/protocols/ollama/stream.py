@@ -43,7 +43,12 @@ def chat_object(chunk: ChatChunk, model: str) -> dict[str, Any]:
         message["thinking"] = chunk.thinking
     if chunk.tool_calls:
         message["tool_calls"] = _tool_calls(chunk.tool_calls)
-    out: dict[str, Any] = {"model": model, "created_at": now_rfc3339(), "message": message, "done": chunk.done}
+    out: dict[str, Any] = {
+        "model": model,
+        "created_at": now_rfc3339(),
+        "message": message,
+        "done": chunk.done,
+    }
     if chunk.done:
         out.update(_final_fields(chunk))
     return out

@@ -11,13 +11,20 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from llmux import __version__
 from llmux.core.names import ModelName
 from llmux.core.request import RequestContext
-from llmux.gateway import Gateway
 from llmux.errors import InvalidRequest
+from llmux.gateway import Gateway
 from llmux.models.modelfile import parameters_text, render_modelfile
 from llmux.models.store import ModelRecord, rfc3339
 from llmux.protocols.ollama import convert
 from llmux.protocols.ollama import stream as render
-from llmux.protocols.ollama.wire import ChatBody, CopyBody, EmbedBody, EmbeddingsBody, GenerateBody, ModelBody
+from llmux.protocols.ollama.wire import (
+    ChatBody,
+    CopyBody,
+    EmbedBody,
+    EmbeddingsBody,
+    GenerateBody,
+    ModelBody,
+)
 from llmux.server.body import parse_body
 from llmux.server.streaming import ollama_reply
 
@@ -97,7 +104,9 @@ async def show(request: Request) -> dict[str, Any]:
         "parameters": parameters_text(record.params),
         "template": template,
         "details": details,
-        "model_info": (info if not body.verbose else gw.store.gguf_verbose(record)).model_info(body.verbose),
+        "model_info": (info if not body.verbose else gw.store.gguf_verbose(record)).model_info(
+            body.verbose
+        ),
         "capabilities": gw.engine.capabilities(record),
         "modified_at": rfc3339(record.modified_at),
     }
@@ -129,10 +138,14 @@ async def chat(request: Request) -> Response:
     model = gw.resolve_name(core.model)
     if not core.messages:
         return await lifecycle(gw, model, core.keep_alive, core.load, chat=True)
-    return await ollama_reply(gw.chat(context(request), core), lambda c: render.chat_object(c, model), body.stream)
+    return await ollama_reply(
+        gw.chat(context(request), core), lambda c: render.chat_object(c, model), body.stream
+    )
 
 
-async def lifecycle(gw: Gateway, model: str, keep_alive: float | None, load: Any, *, chat: bool) -> Response:
+async def lifecycle(
+    gw: Gateway, model: str, keep_alive: float | None, load: Any, *, chat: bool
+) -> Response:
     """Empty prompt/messages: load the model, or unload it with ``keep_alive: 0``."""
     if keep_alive == 0:
         await gw.engine.unload(model)
