@@ -1,0 +1,56 @@
+"""Admission: past ``num_parallel + max_queue`` requests in flight, answer 503."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import MODEL, Server, start_server
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def small_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("queue"), extra_env={"LLMUX_MAX_QUEUE": "1", "LLMUX_NUM_PARALLEL": "1"})
+    yield srv
+    srv.stop()
+
+
+def test_full_queue_is_503_with_retry_after(small_queue: Server) -> None:
+    url = small_queue.url
+    httpx.post(url + "/api/generate", json={"model": MODEL}, timeout=60)  # load first
+    running = threading.Event()
+
+    def long_stream() -> None:
+        body = {"model": MODEL, "prompt": "Tell a long story.", "options": {"num_predict": 300, "temperature": 1}}
+        with httpx.stream("POST", url + "/api/generate", json=body, timeout=120) as r:
+            running.set()  # headers arrive with the first token: it is running
+            for _ in r.iter_lines():
+                pass
+
+    replies: list[httpx.Response] = []
+
+    def short() -> None:
+        body = {"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+        replies.append(httpx.post(url + "/api/generate", json=body, timeout=120))
+
+    runner = threading.Thread(target=long_stream)
+    runner.start()
+    assert running.wait(timeout=60)
+    # capacity is num_parallel + max_queue = 2: one is running, so of two more requests
+    # one is queued and one is refused, whichever arrives first
+    others = [threading.Thread(target=short) for _ in range(2)]
+    for t in others:
+        t.start()
+    for t in [*others, runner]:
+        t.join(timeout=120)
+    assert sorted(r.status_code for r in replies) == [200, 503]
+    busy = next(r for r in replies if r.status_code == 503)
+    assert int(busy.headers["retry-after"]) >= 1
+    assert "server busy" in busy.json()["error"]
+    after = httpx.post(url + "/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 2}}, timeout=60)
+    assert after.status_code == 200, "capacity is given back when requests finish"
