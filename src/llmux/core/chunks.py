@@ -22,6 +22,7 @@ class Metrics:
     prompt_tokens: int = 0  # tokens in the prompt, cached or not
     cached_tokens: int = 0  # reused from the prefix cache
     completion_tokens: int = 0
+    reasoning_tokens: int = 0  # of completion_tokens, spent in the reasoning trace
     total_ns: int = 0
     load_ns: int = 0
     prompt_eval_ns: int = 0
@@ -34,6 +35,17 @@ class Metrics:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token with its log probability and the top alternatives
+    (each ``(token, logprob, utf8 bytes)``)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ChatChunk:
     content: str = ""
     thinking: str = ""
@@ -43,6 +55,8 @@ class ChatChunk:
     metrics: Metrics | None = None
     context: tuple[int, ...] | None = None
     model: str = ""
+    index: int = 0  # which choice, when a request asks for several
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import math
 import os
-import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,11 +24,13 @@ from typing import Any
 
 import llama_cpp
 from llama_cpp import Llama
+from llama_cpp._internals import LlamaSampler
 
-from llmux.core.chunks import Metrics
+from llmux.core.chunks import Metrics, TokenLogprob
 from llmux.core.request import OutputFormat
 from llmux.engine.grammar import grammar_for
 from llmux.engine.jsonclose import closing_suffix
+from llmux.engine.sampling import build_sampler, token_logprob
 from llmux.engine.textstream import StopMatcher, Utf8Stream
 from llmux.errors import BackendError, InvalidRequest, LlmuxError
 
@@ -76,11 +77,14 @@ class Job:
     context: tuple[int, ...] = ()
     add_bos: bool = True
     return_context: bool = False
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    top_logprobs: int | None = None  # None: no logprobs; 0: the chosen token's only
 
 
 @dataclass(frozen=True, slots=True)
 class TextEvent:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,96 +194,96 @@ class LoadedModel:
             log.exception("generation failed on %s", self.name)
             emit(ErrorEvent(BackendError(f"generation failed: {exc}")))
 
-    def _generate(
-        self, job: Job, emit: Callable[[Event], None], cancel: threading.Event
-    ) -> DoneEvent:
-        llama = self.llama
-        if llama is None:
-            raise BackendError(f"model '{self.name}' is not loaded")
-        t0 = time.perf_counter_ns()
-        s = job.sampling
+    def _prompt_tokens(self, llama: Llama, job: Job) -> tuple[list[int], int]:
+        """The prompt's tokens, and how many of them the KV cache already holds."""
         n_vocab = llama.n_vocab()
         if any(not 0 <= t < n_vocab for t in job.context):
             raise InvalidRequest(
                 f"context holds token ids outside this model's vocabulary (0..{n_vocab - 1})",
                 param="context",
             )
-        tokens = list(job.context) + llama.tokenize(
-            job.prompt.encode("utf-8"), add_bos=job.add_bos, special=True
-        )
-        if not tokens:
-            tokens = [llama.token_bos()]
-        n_ctx = llama.n_ctx()
-        tokens = self._fit_context(tokens, n_ctx, s.num_predict)
-        cached = min(
-            _common_prefix(llama.input_ids[: llama.n_tokens], tokens),
-            self._aligned,
-            len(tokens) - 1,
-        )
-        cached -= cached % PREFIX_CHUNK
-        llama.n_tokens = cached  # generate(reset=False) evaluates from here, in aligned chunks
-        self._aligned = 0
+        text = job.prompt.encode("utf-8")
+        tokens = list(job.context) + llama.tokenize(text, add_bos=job.add_bos, special=True)
+        tokens = self._fit_context(tokens or [llama.token_bos()], llama.n_ctx(), job.sampling.num_predict)
+        cached = min(_common_prefix(llama.input_ids[: llama.n_tokens], tokens), self._aligned, len(tokens) - 1)
+        return tokens, cached - cached % PREFIX_CHUNK
 
-        llama.set_seed(s.seed if s.seed is not None else random.randrange(2**31))
-        llama.last_n_tokens_size = s.repeat_last_n if s.repeat_last_n >= 0 else n_ctx
+    def _generate(self, job: Job, emit: Callable[[Event], None], cancel: threading.Event) -> DoneEvent:
+        llama = self.llama
+        if llama is None:
+            raise BackendError(f"model '{self.name}' is not loaded")
+        t0 = time.perf_counter_ns()
+        s = job.sampling
+        tokens, cached = self._prompt_tokens(llama, job)
         grammar = grammar_for(job.format)
-        vocab = llama._model.vocab
-        utf8, stops = Utf8Stream(), StopMatcher(s.stop)
-        produced: list[int] = []
-        emitted: list[str] = []  # kept only under a grammar, to close cut-off JSON
-        reason = "stop"
-        t_first: int | None = None
+        sampler = build_sampler(
+            llama,
+            temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, typical_p=s.typical_p,
+            repeat_penalty=s.repeat_penalty, repeat_last_n=s.repeat_last_n if s.repeat_last_n >= 0 else llama.n_ctx(),
+            presence_penalty=s.presence_penalty, frequency_penalty=s.frequency_penalty, seed=s.seed,
+            grammar=grammar, logit_bias=dict(job.logit_bias),
+        )  # fmt: skip
         limit = s.num_predict if s.num_predict >= 0 else math.inf
         if limit == 0:
-            return self._done(t0, t0, tokens, cached, produced, "length", job)
-        gen = llama.generate(
-            tokens[cached:],
-            reset=False,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            min_p=s.min_p,
-            typical_p=s.typical_p,
-            temp=s.temperature,
-            repeat_penalty=s.repeat_penalty,
-            frequency_penalty=s.frequency_penalty,
-            presence_penalty=s.presence_penalty,
-            grammar=grammar,
-        )
+            return self._done(t0, t0, tokens, cached, [], "length", job)
+        # Evaluate the prompt from the cached prefix on, in chunks aligned to PREFIX_CHUNK.
+        self._aligned = 0
+        llama.n_tokens = cached
+        llama.eval(tokens[cached:])
+        self._aligned = len(tokens) - len(tokens) % PREFIX_CHUNK
+        t_first = time.perf_counter_ns()
         try:
-            for token in gen:
-                if t_first is None:
-                    t_first = time.perf_counter_ns()
-                    self._aligned = len(tokens) - len(tokens) % PREFIX_CHUNK
-                if cancel.is_set():
-                    log.info(
-                        "%s: generation cancelled after %d tokens (client went away)",
-                        self.name,
-                        len(produced),
-                    )
-                    break
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    break
-                produced.append(token)
-                text = stops.feed(utf8.feed(llama.detokenize([token])))
-                if text:
-                    emit(TextEvent(text))
-                    if grammar is not None:
-                        emitted.append(text)
-                if stops.stopped:
-                    break
-                if len(produced) >= limit or llama.n_tokens + 1 >= n_ctx:
-                    reason = "length"
-                    break
+            produced, reason = self._decode(llama, job, sampler, grammar is not None, emit, cancel)
         finally:
-            gen.close()
+            sampler.close()
+        return self._done(t0, t_first, tokens, cached, produced, reason, job)
+
+    def _decode(
+        self,
+        llama: Llama,
+        job: Job,
+        sampler: LlamaSampler,
+        constrained: bool,
+        emit: Callable[[Event], None],
+        cancel: threading.Event,
+    ) -> tuple[list[int], str]:
+        """Sample, emit and evaluate tokens until a stop; returns the tokens and why."""
+        vocab = llama._model.vocab
+        n_ctx = llama.n_ctx()
+        utf8, stops = Utf8Stream(), StopMatcher(job.sampling.stop)
+        limit = job.sampling.num_predict if job.sampling.num_predict >= 0 else math.inf
+        produced: list[int] = []
+        emitted: list[str] = []  # kept only under a grammar, to close cut-off JSON
+        pending: list[TokenLogprob] = []
+        reason = "stop"
+        while True:
+            if cancel.is_set():
+                log.info("%s: generation cancelled after %d tokens (client went away)", self.name, len(produced))
+                break
+            token = sampler.sample(llama._ctx, -1)
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+            if job.top_logprobs is not None:
+                pending.append(token_logprob(llama, token, job.top_logprobs))
+            produced.append(token)
+            text = stops.feed(utf8.feed(llama.detokenize([token])))
+            if text:
+                emit(TextEvent(text, tuple(pending)))
+                pending.clear()
+                if constrained:
+                    emitted.append(text)
+            if stops.stopped:
+                break
+            if len(produced) >= limit or llama.n_tokens + 1 >= n_ctx:
+                reason = "length"
+                break
+            llama.eval([token])
         tail = stops.feed(utf8.flush()) + stops.flush()
-        if grammar is not None and (reason == "length" or stops.stopped):
+        if constrained and (reason == "length" or stops.stopped):
             tail += closing_suffix("".join(emitted) + tail)
-        if tail:
-            emit(TextEvent(tail))
-        return self._done(
-            t0, t_first or time.perf_counter_ns(), tokens, cached, produced, reason, job
-        )
+        if tail or pending:
+            emit(TextEvent(tail, tuple(pending)))
+        return produced, reason
 
     def _done(
         self,
