@@ -82,6 +82,10 @@ class LoadOptions:
 # ``format``: None (free text), "json" (any JSON value as an object), or a JSON Schema.
 OutputFormat = None | str | dict[str, Any]
 
+# ``tool_choice``: None keeps Ollama's rule (tools need a tool-capable template);
+# "auto", "required", "none" or a function name use llmux's tool support on any model.
+ToolChoice = None | str
+
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
@@ -106,7 +110,16 @@ class ChatRequest:
     keep_alive: float | None = None
     think: bool | str | None = None
     images: tuple[bytes, ...] = ()
+    tool_choice: ToolChoice = None
+    n: int = 1
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    top_logprobs: int | None = None  # None: no logprobs
+    prefix: str | None = None  # continue this assistant text (DeepSeek prefix completion)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def thinking_off(self) -> bool:
+        return self.think is False or self.think == "none"
 
     @property
     def all_images(self) -> tuple[bytes, ...]:

@@ -39,9 +39,13 @@ def call_schema(tools: tuple[Tool, ...]) -> dict[str, Any]:
 def tools_prompt(tools: tuple[Tool, ...], *, forced: bool) -> str:
     lines = ["You can call these functions:"]
     for t in tools:
-        lines.append(json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters}))
+        lines.append(
+            json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters})
+        )
     if forced:
-        lines.append('Reply with one JSON object {"name": <function name>, "arguments": {...}} and nothing else.')
+        lines.append(
+            'Reply with one JSON object {"name": <function name>, "arguments": {...}} and nothing else.'
+        )
     else:
         lines.append(
             'To call a function, reply with only a JSON object {"name": <function name>, "arguments": {...}}. '

@@ -14,16 +14,16 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from llmux.config import Settings
-from llmux.core.chunks import ChatChunk, EmbedResult
+from llmux.core.chunks import ChatChunk, DoneReason, EmbedResult
 from llmux.core.names import ModelName
-from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions, Message, Sampling
-from llmux.engine.gotemplate import render_go_template
+from llmux.core.postprocess import shape
+from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions, Sampling
+from llmux.engine.prompt import PromptBuilder
 from llmux.engine.runner import (
-    DoneEvent,
     ErrorEvent,
     Job,
     LoadedModel,
@@ -32,7 +32,6 @@ from llmux.engine.runner import (
     TextEvent,
     default_threads,
 )
-from llmux.engine.template import ChatTemplate
 from llmux.errors import CapabilityNotSupported, InvalidRequest, ServerBusy
 from llmux.models.capabilities import capabilities
 from llmux.models.store import ModelRecord, ModelStore
@@ -59,7 +58,7 @@ class LocalEngine:
         self.default_keep_alive = settings.keep_alive_seconds
         self._loaded: dict[str, LoadedModel] = {}
         self._load_locks: dict[str, asyncio.Lock] = {}
-        self._templates: dict[str, ChatTemplate] = {}
+        self.prompts = PromptBuilder(store)
         self._pending = 0
         self._reaper: asyncio.Task[None] | None = None
 
@@ -96,7 +95,7 @@ class LocalEngine:
         full = record.name.full
         if "completion" not in caps:
             raise CapabilityNotSupported(f"{full} does not support generate")
-        if request.tools and "tools" not in caps:
+        if request.tools and request.tool_choice is None and "tools" not in caps:
             raise CapabilityNotSupported(f"{full} does not support tools", param="tools")
         if request.suffix and "insert" not in caps:
             raise CapabilityNotSupported(f"{full} does not support insert", param="suffix")
@@ -218,93 +217,81 @@ class LocalEngine:
     async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         record = self.record(request.model)
         self.check(record, request)
-        job = self._job(record, request)
+        prompt = self.prompts.build(record, request)
+        job = Job(
+            prompt=prompt.text,
+            sampling=resolve_sampling(request.sampling, record.params),
+            format=prompt.format,
+            context=request.context,
+            add_bos=prompt.add_bos,
+            return_context=prompt.return_context,
+            logit_bias=self._logit_bias(record, request),
+            top_logprobs=request.top_logprobs,
+        )
+        raw = self._generate(record, request, job)
+        shaped = shape(
+            raw,
+            reasoning=prompt.reasoning,
+            thinking_first=prompt.thinking_first,
+            hide_thinking=prompt.hide_thinking,
+            tools=prompt.tools,
+            forced_tools=prompt.forced_tools,
+        )
+        async for chunk in shaped:
+            yield chunk
+
+    async def _generate(
+        self, record: ModelRecord, request: ChatRequest, job: Job
+    ) -> AsyncIterator[ChatChunk]:
+        """Raw text chunks for each of the ``n`` choices, one after another."""
+        name = record.name.display
         self._admit()
         try:
             model, load_ns = await self.acquire(record, request.load)
             try:
-                async for event in model.generate(job):
-                    if isinstance(event, TextEvent):
-                        yield ChatChunk(content=event.text, model=record.name.display)
-                    elif isinstance(event, ErrorEvent):
-                        raise event.error
-                    elif isinstance(event, DoneEvent):
-                        metrics = event.metrics
-                        metrics = type(metrics)(
-                            **{
-                                **asdict(metrics),
-                                "load_ns": load_ns,
-                                "total_ns": metrics.total_ns + load_ns,
-                            }
-                        )
-                        yield ChatChunk(
-                            done=True,
-                            done_reason="length" if event.reason == "length" else "stop",
-                            metrics=metrics,
-                            context=event.context,
-                            model=record.name.display,
-                        )
+                for index in range(request.n):
+                    seed = job.sampling.seed
+                    choice_job = (
+                        job
+                        if index == 0 or seed is None
+                        else replace(job, sampling=replace(job.sampling, seed=seed + index))
+                    )
+                    async for event in model.generate(choice_job):
+                        if isinstance(event, TextEvent):
+                            yield ChatChunk(
+                                content=event.text, logprobs=event.logprobs, model=name, index=index
+                            )
+                        elif isinstance(event, ErrorEvent):
+                            raise event.error
+                        else:
+                            m = event.metrics
+                            metrics = replace(m, load_ns=load_ns, total_ns=m.total_ns + load_ns)
+                            reason: DoneReason = "length" if event.reason == "length" else "stop"
+                            yield ChatChunk(
+                                done=True,
+                                done_reason=reason,
+                                metrics=metrics,
+                                context=event.context,
+                                model=name,
+                                index=index,
+                            )
+                    load_ns = 0
             finally:
                 self.release(model, request.keep_alive)
         finally:
             self._pending -= 1
 
-    def _job(self, record: ModelRecord, request: ChatRequest) -> Job:
-        sampling = resolve_sampling(request.sampling, record.params)
-        if request.suffix is not None:  # fill-in-the-middle with the model's FIM tokens
-            info = self.store.gguf(record)
-            pre, suf, mid = (info.token_text(f"fim_{k}_token_id") for k in ("pre", "suf", "mid"))
-            text = f"{pre}{request.prompt or ''}{suf}{request.suffix}{mid}"
-            return Job(prompt=text, sampling=sampling, format=request.format)
-        if request.prompt is not None and request.template is None and not request.messages:
-            return Job(
-                prompt=request.prompt,
-                sampling=sampling,
-                format=request.format,
-                context=request.context,
-                return_context=request.return_context,
-            )
-        if request.template is not None:
-            system = next(
-                (m.content for m in request.messages if m.role == "system"),
-                record.layers.get("system", ""),
-            )
-            prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-            text = render_go_template(
-                request.template, {"System": system, "Prompt": prompt, "Response": ""}
-            )
-            return Job(
-                prompt=text,
-                sampling=sampling,
-                format=request.format,
-                context=request.context,
-                return_context=request.return_context,
-            )
-        messages = request.messages
-        if "system" in record.layers and not any(m.role == "system" for m in messages):
-            messages = (Message(role="system", content=record.layers["system"]), *messages)
-        template = self._template(record)
-        text = template.render(messages, request.tools)
-        add_bos = not (template.bos_token and text.startswith(template.bos_token))
-        return Job(
-            prompt=text,
-            sampling=sampling,
-            format=request.format,
-            context=request.context,
-            add_bos=add_bos,
-            return_context=request.return_context,
-        )
-
-    def _template(self, record: ModelRecord) -> ChatTemplate:
-        key = record.digest
-        if key not in self._templates:
-            info = self.store.gguf(record)
-            self._templates[key] = ChatTemplate(
-                info.chat_template,
-                bos_token=info.token_text("bos_token_id"),
-                eos_token=info.token_text("eos_token_id"),
-            )
-        return self._templates[key]
+    def _logit_bias(
+        self, record: ModelRecord, request: ChatRequest
+    ) -> tuple[tuple[int, float], ...]:
+        n_vocab = len(self.store.gguf(record).tokens)
+        for token, _ in request.logit_bias:
+            if n_vocab and not 0 <= token < n_vocab:
+                raise InvalidRequest(
+                    f"logit_bias: token id {token} is outside the vocabulary (0..{n_vocab - 1})",
+                    param="logit_bias",
+                )
+        return request.logit_bias
 
     # -- embeddings ---------------------------------------------------------------------
     async def embed(self, request: EmbedRequest) -> EmbedResult:

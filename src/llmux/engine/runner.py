@@ -204,11 +204,19 @@ class LoadedModel:
             )
         text = job.prompt.encode("utf-8")
         tokens = list(job.context) + llama.tokenize(text, add_bos=job.add_bos, special=True)
-        tokens = self._fit_context(tokens or [llama.token_bos()], llama.n_ctx(), job.sampling.num_predict)
-        cached = min(_common_prefix(llama.input_ids[: llama.n_tokens], tokens), self._aligned, len(tokens) - 1)
+        tokens = self._fit_context(
+            tokens or [llama.token_bos()], llama.n_ctx(), job.sampling.num_predict
+        )
+        cached = min(
+            _common_prefix(llama.input_ids[: llama.n_tokens], tokens),
+            self._aligned,
+            len(tokens) - 1,
+        )
         return tokens, cached - cached % PREFIX_CHUNK
 
-    def _generate(self, job: Job, emit: Callable[[Event], None], cancel: threading.Event) -> DoneEvent:
+    def _generate(
+        self, job: Job, emit: Callable[[Event], None], cancel: threading.Event
+    ) -> DoneEvent:
         llama = self.llama
         if llama is None:
             raise BackendError(f"model '{self.name}' is not loaded")
@@ -258,7 +266,11 @@ class LoadedModel:
         reason = "stop"
         while True:
             if cancel.is_set():
-                log.info("%s: generation cancelled after %d tokens (client went away)", self.name, len(produced))
+                log.info(
+                    "%s: generation cancelled after %d tokens (client went away)",
+                    self.name,
+                    len(produced),
+                )
                 break
             token = sampler.sample(llama._ctx, -1)
             if llama_cpp.llama_vocab_is_eog(vocab, token):

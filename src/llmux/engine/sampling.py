@@ -41,7 +41,9 @@ def build_sampler(
     sampler = LlamaSampler()
     if logit_bias:
         sampler.add_logit_bias(n_vocab, logit_bias)
-    sampler.add_penalties(n_vocab, repeat_last_n, repeat_penalty, frequency_penalty, presence_penalty)
+    sampler.add_penalties(
+        n_vocab, repeat_last_n, repeat_penalty, frequency_penalty, presence_penalty
+    )
     if grammar is not None:
         sampler.add_grammar(llama._model, grammar)
     if temperature <= 0:

@@ -55,12 +55,14 @@ class ChatTemplate:
         messages: tuple[Message, ...],
         tools: tuple[Tool, ...] = (),
         add_generation_prompt: bool = True,
+        **extra: object,
     ) -> str:
         context: dict[str, Any] = {
             "messages": [message_dict(m) for m in messages],
             "add_generation_prompt": add_generation_prompt,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
+            **extra,
         }
         if tools:
             context["tools"] = [t.as_openai() for t in tools]
