@@ -93,3 +93,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def http(server: Server) -> Iterator[httpx.Client]:
     with server.client() as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def vocab() -> object:
+    """The bundled model's tokenizer (llama.cpp, vocabulary only) for token-level tests."""
+    from llama_cpp import Llama
+
+    from llmux.models.bundled import bundled_gguf
+
+    path = bundled_gguf()
+    assert path is not None
+    return Llama(model_path=str(path), vocab_only=True, verbose=False)

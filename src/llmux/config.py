@@ -7,14 +7,16 @@ by :func:`load_settings` and passed down; nothing else reads ``os.environ``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -24,6 +26,7 @@ from llmux.core.durations import parse_setting_duration
 from llmux.errors import LlmuxError
 
 DEFAULT_PORT = 11434
+ReasoningField = Literal["reasoning_content", "reasoning"]
 
 
 def parse_host(value: str) -> tuple[str, int]:
@@ -60,8 +63,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
 
     bundled_model: str = Field("smollm2:135m", description="name for the bundled GGUF; '' skips")
-    origins: list[str] = Field(default_factory=list, description="extra allowed CORS origins")
-    aliases: dict[str, str] = Field(default_factory=dict)
+    origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="extra allowed CORS origins (list, or comma-separated)"
+    )
+    aliases: dict[str, str] = Field(default_factory=dict, description="exposed name -> model")
+    reasoning_fields: list[ReasoningField] = Field(
+        default_factory=lambda: list[ReasoningField](["reasoning_content"]),
+        description="OpenAI-API field name(s) for the thinking trace: DeepSeek's and/or Ollama's",
+    )
+    balance_currency: str = Field("CNY", description="currency GET /user/balance reports")
+    balance_total: str = Field("0.00", description="balance GET /user/balance reports, as a string")
     log_level: str = "info"
 
     @field_validator("keep_alive")
@@ -81,7 +92,10 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, v: Any) -> Any:
         if isinstance(v, str):
-            return [o.strip() for o in v.split(",") if o.strip()]
+            text = v.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
         return v
 
     @classmethod

@@ -15,7 +15,9 @@ from tests.conftest import MODEL, Server, free_port, start_server
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "llmux", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "llmux", *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_list_ps_version_use_llmux_host(server: Server) -> None:
@@ -39,21 +41,34 @@ def test_no_server_gives_one_line_error(tmp_path: Path) -> None:
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     env = {**os.environ, "LLMUX_HOME": str(tmp_path)}
     result = run_cli("serve", "--config", str(tmp_path / "nope.toml"), env=env)
-    assert result.returncode == 1 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 1
+        and "does not exist" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 @pytest.mark.model
 def test_config_file_and_flags(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "llmux.toml"
-    config.write_text(f'host = "127.0.0.1:{free_port()}"\nbundled_model = "tiny:v1"\nkeep_alive = "-1"\n')
-    srv = start_server(tmp_path / "home", args=["--config", str(config), "--port", str(port)], port=port, host_env=False)
+    config.write_text(
+        f'host = "127.0.0.1:{free_port()}"\nbundled_model = "tiny:v1"\nkeep_alive = "-1"\n'
+    )
+    srv = start_server(
+        tmp_path / "home",
+        args=["--config", str(config), "--port", str(port)],
+        port=port,
+        host_env=False,
+    )
     try:
         url = srv.url  # --port wins over the TOML file's host
         names = [m["name"] for m in httpx.get(url + "/api/tags").json()["models"]]
         assert names == ["tiny:v1"], "bundled_model from the TOML file"
         httpx.post(url + "/api/generate", json={"model": "tiny:v1"}, timeout=60)
-        assert httpx.get(url + "/api/ps").json()["models"][0]["expires_at"].startswith("2318"), "keep_alive -1 from TOML"
+        assert httpx.get(url + "/api/ps").json()["models"][0]["expires_at"].startswith("2318"), (
+            "keep_alive -1 from TOML"
+        )
     finally:
         srv.stop()
 

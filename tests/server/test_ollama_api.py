@@ -30,7 +30,14 @@ def ndjson(response: httpx.Response) -> list[dict]:
 def assert_final_metrics(obj: dict) -> None:
     assert obj["done"] is True
     assert obj["done_reason"] in ("stop", "length")
-    for key in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"):
+    for key in (
+        "total_duration",
+        "load_duration",
+        "prompt_eval_count",
+        "prompt_eval_duration",
+        "eval_count",
+        "eval_duration",
+    ):
         assert isinstance(obj[key], int), key
     assert obj["prompt_eval_count"] > 0 and obj["eval_duration"] > 0
     assert obj["total_duration"] >= obj["prompt_eval_duration"] + obj["eval_duration"]
@@ -48,7 +55,14 @@ def test_root_and_version(http: httpx.Client) -> None:
 
 # -- N2, N3, N4, N5: chat streaming and non-streaming ----------------------------------------
 def test_chat_streams_ndjson_with_metrics(http: httpx.Client) -> None:
-    r = http.post("/api/chat", json={"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "options": SHORT})
+    r = http.post(
+        "/api/chat",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Say hello"}],
+            "options": SHORT,
+        },
+    )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/x-ndjson")
     lines = ndjson(r)
@@ -60,8 +74,14 @@ def test_chat_streams_ndjson_with_metrics(http: httpx.Client) -> None:
 
 
 def test_stream_equals_non_stream_at_temperature_zero(http: httpx.Client) -> None:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Name three fruits."}], "options": {"temperature": 0, "seed": 42, "num_predict": 40}}
-    streamed = "".join(line["message"]["content"] for line in ndjson(http.post("/api/chat", json=body)))
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Name three fruits."}],
+        "options": {"temperature": 0, "seed": 42, "num_predict": 40},
+    }
+    streamed = "".join(
+        line["message"]["content"] for line in ndjson(http.post("/api/chat", json=body))
+    )
     whole = http.post("/api/chat", json={**body, "stream": False})
     assert whole.headers["content-type"].startswith("application/json")
     data = whole.json()
@@ -72,19 +92,41 @@ def test_stream_equals_non_stream_at_temperature_zero(http: httpx.Client) -> Non
 def test_same_text_with_and_without_prefix_cache(http: httpx.Client) -> None:
     """A long shared prefix is reused from the cache and must not change greedy output."""
     system = "You are a careful assistant. " * 30
-    body = {"model": MODEL, "stream": False, "options": {"temperature": 0, "num_predict": 30},
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": "What is 2+2?"}]}  # fmt: skip
-    http.post("/api/chat", json={**body, "messages": [{"role": "system", "content": system}, {"role": "user", "content": "Hi"}]})
+    body = {
+        "model": MODEL,
+        "stream": False,
+        "options": {"temperature": 0, "num_predict": 30},
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "What is 2+2?"},
+        ],
+    }
+    http.post(
+        "/api/chat",
+        json={
+            **body,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": "Hi"}],
+        },
+    )
     cached = http.post("/api/chat", json=body).json()
-    http.post("/api/chat", json={**body, "messages": [{"role": "user", "content": "unrelated"}]})  # evict the prefix
+    http.post(
+        "/api/chat", json={**body, "messages": [{"role": "user", "content": "unrelated"}]}
+    )  # evict the prefix
     fresh = http.post("/api/chat", json=body).json()
-    assert cached["prompt_eval_count"] < fresh["prompt_eval_count"], "second run should reuse the cached prefix"
+    assert cached["prompt_eval_count"] < fresh["prompt_eval_count"], (
+        "second run should reuse the cached prefix"
+    )
     assert cached["message"]["content"] == fresh["message"]["content"]
 
 
 # -- N6, N7: generate ----------------------------------------------------------------------
 def test_generate_streams_response_and_context(http: httpx.Client) -> None:
-    lines = ndjson(http.post("/api/generate", json={"model": MODEL, "prompt": "Why is the sky blue?", "options": SHORT}))
+    lines = ndjson(
+        http.post(
+            "/api/generate",
+            json={"model": MODEL, "prompt": "Why is the sky blue?", "options": SHORT},
+        )
+    )
     assert "".join(line["response"] for line in lines[:-1])
     final = lines[-1]
     assert_final_metrics(final)
@@ -94,8 +136,15 @@ def test_generate_streams_response_and_context(http: httpx.Client) -> None:
 
 def test_generate_acceptance_curl_example(http: httpx.Client) -> None:
     """The README's curl line: options.max_tokens is an alias of num_predict."""
-    r = http.post("/api/generate", json={"model": "smollm2:135m", "prompt": "Why is the sky blue?", "stream": False,
-                                         "options": {"temperature": 0.7, "max_tokens": 20}})  # fmt: skip
+    r = http.post(
+        "/api/generate",
+        json={
+            "model": "smollm2:135m",
+            "prompt": "Why is the sky blue?",
+            "stream": False,
+            "options": {"temperature": 0.7, "max_tokens": 20},
+        },
+    )
     data = r.json()
     assert r.status_code == 200 and data["response"]
     assert_final_metrics(data)
@@ -103,30 +152,71 @@ def test_generate_acceptance_curl_example(http: httpx.Client) -> None:
 
 
 def test_generate_raw_has_no_context_and_rejects_system(http: httpx.Client) -> None:
-    data = http.post("/api/generate", json={"model": MODEL, "prompt": "Once upon a time", "raw": True, "stream": False, "options": SHORT}).json()
+    data = http.post(
+        "/api/generate",
+        json={
+            "model": MODEL,
+            "prompt": "Once upon a time",
+            "raw": True,
+            "stream": False,
+            "options": SHORT,
+        },
+    ).json()
     assert data["response"] and "context" not in data
-    r = http.post("/api/generate", json={"model": MODEL, "prompt": "x", "raw": True, "system": "be brief"})
+    r = http.post(
+        "/api/generate", json={"model": MODEL, "prompt": "x", "raw": True, "system": "be brief"}
+    )
     assert r.status_code == 400 and "raw" in r.json()["error"]
 
 
 def test_generate_context_continues_conversation(http: httpx.Client) -> None:
-    first = http.post("/api/generate", json={"model": MODEL, "prompt": "My name is Ada.", "stream": False, "options": SHORT}).json()
-    second = http.post("/api/generate", json={"model": MODEL, "prompt": "What is my name?", "context": first["context"], "stream": False, "options": SHORT}).json()
-    assert second["prompt_eval_count"] + len(first["context"]) >= len(second["context"]) - second["eval_count"]
+    first = http.post(
+        "/api/generate",
+        json={"model": MODEL, "prompt": "My name is Ada.", "stream": False, "options": SHORT},
+    ).json()
+    second = http.post(
+        "/api/generate",
+        json={
+            "model": MODEL,
+            "prompt": "What is my name?",
+            "context": first["context"],
+            "stream": False,
+            "options": SHORT,
+        },
+    ).json()
+    assert (
+        second["prompt_eval_count"] + len(first["context"])
+        >= len(second["context"]) - second["eval_count"]
+    )
     assert len(second["context"]) > len(first["context"])
 
 
 def test_generate_bad_context_tokens_are_400(http: httpx.Client) -> None:
     for context in ([99_999_999], [-5]):
-        r = http.post("/api/generate", json={"model": MODEL, "prompt": "hi", "context": context, "stream": False})
+        r = http.post(
+            "/api/generate",
+            json={"model": MODEL, "prompt": "hi", "context": context, "stream": False},
+        )
         assert r.status_code == 400 and "vocabulary" in r.json()["error"]
 
 
 def test_generate_go_template_override(http: httpx.Client) -> None:
-    data = http.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "system": "S", "stream": False, "options": {**SHORT, "num_predict": 1},
-                                            "template": "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"}).json()  # fmt: skip
+    data = http.post(
+        "/api/generate",
+        json={
+            "model": MODEL,
+            "prompt": "Hi",
+            "system": "S",
+            "stream": False,
+            "options": {**SHORT, "num_predict": 1},
+            "template": "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n",
+        },
+    ).json()
     assert data["done"] is True and data["eval_count"] == 1
-    bad = http.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "template": "{{ range .Messages }}x{{ end }}"})
+    bad = http.post(
+        "/api/generate",
+        json={"model": MODEL, "prompt": "Hi", "template": "{{ range .Messages }}x{{ end }}"},
+    )
     assert bad.status_code == 400
 
 
@@ -149,16 +239,27 @@ def test_keep_alive_values_move_expiry(http: httpx.Client, keep_alive: object) -
     http.post("/api/generate", json={"model": MODEL, "keep_alive": keep_alive})
     entry = next(m for m in http.get("/api/ps").json()["models"] if m["name"] == MODEL)
     year = int(entry["expires_at"][:4])
-    if isinstance(keep_alive, int) and keep_alive < 0 or str(keep_alive).startswith("-"):
+    if (isinstance(keep_alive, int) and keep_alive < 0) or str(keep_alive).startswith("-"):
         assert year > 2100
     else:
         assert year < 2100
 
 
 def test_keep_alive_zero_after_reply_unloads(http: httpx.Client) -> None:
-    http.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "keep_alive": 0, "stream": False, "options": {"num_predict": 2}})
+    http.post(
+        "/api/generate",
+        json={
+            "model": MODEL,
+            "prompt": "Hi",
+            "keep_alive": 0,
+            "stream": False,
+            "options": {"num_predict": 2},
+        },
+    )
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(m["name"] == MODEL for m in http.get("/api/ps").json()["models"]):
+    while time.monotonic() < deadline and any(
+        m["name"] == MODEL for m in http.get("/api/ps").json()["models"]
+    ):
         time.sleep(0.1)
     assert all(m["name"] != MODEL for m in http.get("/api/ps").json()["models"])
 
@@ -171,16 +272,36 @@ def test_keep_alive_numeric_string_is_400(http: httpx.Client) -> None:
 # -- N10: format -----------------------------------------------------------------------------
 @pytest.mark.parametrize("prompt", ["List three colors as JSON.", "Tell me a joke", "hi"])
 def test_format_json_always_parses(http: httpx.Client, prompt: str) -> None:
-    data = http.post("/api/chat", json={"model": MODEL, "format": "json", "stream": False, "options": {"temperature": 0, "num_predict": 60},
-                                        "messages": [{"role": "user", "content": prompt}]}).json()  # fmt: skip
+    data = http.post(
+        "/api/chat",
+        json={
+            "model": MODEL,
+            "format": "json",
+            "stream": False,
+            "options": {"temperature": 0, "num_predict": 60},
+            "messages": [{"role": "user", "content": prompt}],
+        },
+    ).json()
     assert isinstance(json.loads(data["message"]["content"]), dict)
 
 
 def test_format_schema_output_validates(http: httpx.Client) -> None:
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
     for seed in (1, 2, 3):
-        r = http.post("/api/generate", json={"model": MODEL, "prompt": "Describe a person as JSON.", "format": schema, "stream": False,
-                                             "options": {"temperature": 0.8, "seed": seed, "num_predict": 200}})  # fmt: skip
+        r = http.post(
+            "/api/generate",
+            json={
+                "model": MODEL,
+                "prompt": "Describe a person as JSON.",
+                "format": schema,
+                "stream": False,
+                "options": {"temperature": 0.8, "seed": seed, "num_predict": 200},
+            },
+        )
         jsonschema.validate(json.loads(r.json()["response"]), schema)
 
 
@@ -191,34 +312,86 @@ def test_format_bad_values_are_400(http: httpx.Client) -> None:
 
 # -- N11, N12: options -------------------------------------------------------------------------
 def test_num_predict_and_stop(http: httpx.Client) -> None:
-    data = http.post("/api/generate", json={"model": MODEL, "prompt": "Count: 1, 2, 3,", "raw": True, "stream": False, "options": {"num_predict": 5, "temperature": 0}}).json()
+    data = http.post(
+        "/api/generate",
+        json={
+            "model": MODEL,
+            "prompt": "Count: 1, 2, 3,",
+            "raw": True,
+            "stream": False,
+            "options": {"num_predict": 5, "temperature": 0},
+        },
+    ).json()
     assert data["eval_count"] <= 5 and data["done_reason"] == "length"
-    data = http.post("/api/chat", json={"model": MODEL, "stream": False, "options": {"temperature": 0, "num_predict": 80, "stop": ["\n"]},
-                                        "messages": [{"role": "user", "content": "Write a poem of four lines."}]}).json()  # fmt: skip
+    data = http.post(
+        "/api/chat",
+        json={
+            "model": MODEL,
+            "stream": False,
+            "options": {"temperature": 0, "num_predict": 80, "stop": ["\n"]},
+            "messages": [{"role": "user", "content": "Write a poem of four lines."}],
+        },
+    ).json()
     assert "\n" not in data["message"]["content"] and data["done_reason"] == "stop"
 
 
 def test_unknown_options_ignored_wrong_types_400(http: httpx.Client) -> None:
-    ok = http.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 2, "not_an_option": 1, "penalize_newline": True}})
+    ok = http.post(
+        "/api/generate",
+        json={
+            "model": MODEL,
+            "prompt": "Hi",
+            "stream": False,
+            "options": {"num_predict": 2, "not_an_option": 1, "penalize_newline": True},
+        },
+    )
     assert ok.status_code == 200
-    for options in ({"temperature": "hot"}, {"num_predict": 2.5}, {"top_k": True}, {"stop": 3}, {"num_ctx": 0}):
+    for options in (
+        {"temperature": "hot"},
+        {"num_predict": 2.5},
+        {"top_k": True},
+        {"stop": 3},
+        {"num_ctx": 0},
+    ):
         r = http.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "options": options})
         assert r.status_code == 400, options
         assert "option" in r.json()["error"]
 
 
 def test_all_documented_options_accepted(http: httpx.Client) -> None:
-    options = {"num_predict": 3, "temperature": 0.5, "top_k": 20, "top_p": 0.8, "min_p": 0.05, "typical_p": 0.9, "seed": 3, "stop": ["###"],
-               "repeat_penalty": 1.2, "repeat_last_n": 32, "presence_penalty": 0.1, "frequency_penalty": 0.1, "num_ctx": 2048,
-               "num_thread": 2, "num_gpu": 0}  # fmt: skip
-    r = http.post("/api/generate", json={"model": MODEL, "prompt": "Hello", "stream": False, "options": options})
+    options = {
+        "num_predict": 3,
+        "temperature": 0.5,
+        "top_k": 20,
+        "top_p": 0.8,
+        "min_p": 0.05,
+        "typical_p": 0.9,
+        "seed": 3,
+        "stop": ["###"],
+        "repeat_penalty": 1.2,
+        "repeat_last_n": 32,
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.1,
+        "num_ctx": 2048,
+        "num_thread": 2,
+        "num_gpu": 0,
+    }
+    r = http.post(
+        "/api/generate",
+        json={"model": MODEL, "prompt": "Hello", "stream": False, "options": options},
+    )
     assert r.status_code == 200 and r.json()["eval_count"] <= 3
     entry = next(m for m in http.get("/api/ps").json()["models"] if m["name"] == MODEL)
     assert entry["context_length"] == 2048
 
 
 def test_seeded_sampling_is_reproducible(http: httpx.Client) -> None:
-    body = {"model": MODEL, "prompt": "Write a story about a cat.", "stream": False, "options": {"temperature": 1.0, "seed": 1234, "num_predict": 30}}
+    body = {
+        "model": MODEL,
+        "prompt": "Write a story about a cat.",
+        "stream": False,
+        "options": {"temperature": 1.0, "seed": 1234, "num_predict": 30},
+    }
     a, b = (http.post("/api/generate", json=body).json()["response"] for _ in range(2))
     assert a == b
 
@@ -226,13 +399,21 @@ def test_seeded_sampling_is_reproducible(http: httpx.Client) -> None:
 # -- N13, N14, N15: capabilities ---------------------------------------------------------------
 def test_capability_errors(http: httpx.Client) -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    r = http.post("/api/chat", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": tools})
+    r = http.post(
+        "/api/chat",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": tools},
+    )
     assert r.status_code == 400 and "does not support tools" in r.json()["error"]
-    r = http.post("/api/chat", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "think": True})
+    r = http.post(
+        "/api/chat",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "think": True},
+    )
     assert r.status_code == 400 and "does not support thinking" in r.json()["error"]
     r = http.post("/api/generate", json={"model": MODEL, "prompt": "def f(", "suffix": "return 1"})
     assert r.status_code == 400 and "does not support insert" in r.json()["error"]
-    r = http.post("/api/generate", json={"model": MODEL, "prompt": "what is this", "images": ["aGVsbG8="]})
+    r = http.post(
+        "/api/generate", json={"model": MODEL, "prompt": "what is this", "images": ["aGVsbG8="]}
+    )
     assert r.status_code == 400 and "does not support vision" in r.json()["error"]
     r = http.post("/api/generate", json={"model": MODEL, "prompt": "x", "images": ["not base64!!"]})
     assert r.status_code == 400 and "base64" in r.json()["error"]
@@ -241,31 +422,45 @@ def test_capability_errors(http: httpx.Client) -> None:
 def test_tool_history_accepted(http: httpx.Client) -> None:
     messages = [
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Paris"}}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Paris"}}}],
+        },
         {"role": "tool", "content": "22C and sunny", "tool_name": "weather"},
         {"role": "ASSISTANT", "content": "It is 22C."},
         {"role": "user", "content": "Thanks"},
     ]
-    r = http.post("/api/chat", json={"model": MODEL, "messages": messages, "stream": False, "options": SHORT})
+    r = http.post(
+        "/api/chat", json={"model": MODEL, "messages": messages, "stream": False, "options": SHORT}
+    )
     assert r.status_code == 200 and r.json()["done"] is True
-    r = http.post("/api/chat", json={"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]})
+    r = http.post(
+        "/api/chat", json={"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}
+    )
     assert r.status_code == 400 and "role" in r.json()["error"]
 
 
 # -- N16, N17: errors ------------------------------------------------------------------------------
-@pytest.mark.parametrize("path,body", [
-    ("/api/chat", {"model": "nope:1b", "messages": [{"role": "user", "content": "x"}]}),
-    ("/api/generate", {"model": "nope:1b", "prompt": "x"}),
-    ("/api/embed", {"model": "nope:1b", "input": "x"}),
-    ("/api/show", {"model": "nope:1b"}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/api/chat", {"model": "nope:1b", "messages": [{"role": "user", "content": "x"}]}),
+        ("/api/generate", {"model": "nope:1b", "prompt": "x"}),
+        ("/api/embed", {"model": "nope:1b", "input": "x"}),
+        ("/api/show", {"model": "nope:1b"}),
+    ],
+)
 def test_unknown_model_is_404(http: httpx.Client, path: str, body: dict) -> None:
     r = http.post(path, json=body)
     assert r.status_code == 404
     assert r.json()["error"].startswith("model 'nope:1b' not found")
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b"[1,2]", b'{"model": 5}', b'{"model": "smollm2:135m", "messages": "hi"}'])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"{not json", b"[1,2]", b'{"model": 5}', b'{"model": "smollm2:135m", "messages": "hi"}'],
+)
 def test_malformed_bodies_are_400(http: httpx.Client, content: bytes) -> None:
     r = http.post("/api/chat", content=content, headers={"content-type": "application/json"})
     assert r.status_code == 400
@@ -308,13 +503,22 @@ def test_embed_single_batch_and_dimensions(http: httpx.Client) -> None:
     assert len(one["embeddings"]) == 1 and one["prompt_eval_count"] > 0
     vec = one["embeddings"][0]
     assert abs(sum(x * x for x in vec) - 1.0) < 1e-3, "embeddings are L2-normalised"
-    many = http.post("/api/embed", json={"model": MODEL, "input": ["a", "b c", "d e f"]}).json()["embeddings"]
+    many = http.post("/api/embed", json={"model": MODEL, "input": ["a", "b c", "d e f"]}).json()[
+        "embeddings"
+    ]
     assert len(many) == 3 and len({len(v) for v in many}) == 1 and len(many[0]) == len(vec)
-    small = http.post("/api/embed", json={"model": MODEL, "input": "hello world", "dimensions": 8}).json()["embeddings"][0]
+    small = http.post(
+        "/api/embed", json={"model": MODEL, "input": "hello world", "dimensions": 8}
+    ).json()["embeddings"][0]
     assert len(small) == 8
     assert http.post("/api/embed", json={"model": MODEL, "input": []}).json()["embeddings"] == []
     assert http.post("/api/embed", json={"model": MODEL, "input": 5}).status_code == 400
-    assert http.post("/api/embed", json={"model": MODEL, "input": "x", "dimensions": 100000}).status_code == 400
+    assert (
+        http.post(
+            "/api/embed", json={"model": MODEL, "input": "x", "dimensions": 100000}
+        ).status_code
+        == 400
+    )
 
 
 def test_embed_truncate_false_rejects_long_input(http: httpx.Client) -> None:
@@ -325,9 +529,15 @@ def test_embed_truncate_false_rejects_long_input(http: httpx.Client) -> None:
 
 
 def test_legacy_embeddings(http: httpx.Client) -> None:
-    vec = http.post("/api/embeddings", json={"model": MODEL, "prompt": "hello world"}).json()["embedding"]
-    assert len(vec) > 100 and abs(sum(x * x for x in vec) - 1.0) > 1e-3, "legacy endpoint is not normalised"
-    assert http.post("/api/embeddings", json={"model": MODEL, "prompt": ""}).json() == {"embedding": []}
+    vec = http.post("/api/embeddings", json={"model": MODEL, "prompt": "hello world"}).json()[
+        "embedding"
+    ]
+    assert len(vec) > 100 and abs(sum(x * x for x in vec) - 1.0) > 1e-3, (
+        "legacy endpoint is not normalised"
+    )
+    assert http.post("/api/embeddings", json={"model": MODEL, "prompt": ""}).json() == {
+        "embedding": []
+    }
 
 
 # -- N20, N21: tags and show -----------------------------------------------------------------------
@@ -357,16 +567,29 @@ def test_show_shape(http: httpx.Client) -> None:
 
 # -- N22, N27: copy, delete, names ------------------------------------------------------------------
 def test_copy_then_delete_keeps_shared_blobs(http: httpx.Client, server) -> None:  # type: ignore[no-untyped-def]
-    assert http.post("/api/copy", json={"source": MODEL, "destination": "mycopy"}).status_code == 200
+    blob_dir = server.home / "models" / "blobs"
+    before = set(blob_dir.iterdir())
+    assert (
+        http.post("/api/copy", json={"source": MODEL, "destination": "mycopy"}).status_code == 200
+    )
     names = [m["name"] for m in http.get("/api/tags").json()["models"]]
     assert "mycopy:latest" in names
-    r = http.post("/api/chat", json={"model": "mycopy", "messages": [{"role": "user", "content": "hi"}], "stream": False, "options": SHORT})
+    r = http.post(
+        "/api/chat",
+        json={
+            "model": "mycopy",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": False,
+            "options": SHORT,
+        },
+    )
     assert r.status_code == 200
     assert http.request("DELETE", "/api/delete", json={"model": "mycopy"}).status_code == 200
     assert http.request("DELETE", "/api/delete", json={"model": "mycopy"}).status_code == 404
-    assert http.post("/api/show", json={"model": MODEL}).status_code == 200, "the shared blob survived"
-    blobs = list((server.home / "models" / "blobs").iterdir())
-    assert len(blobs) == 2  # the GGUF and its config, nothing orphaned
+    assert http.post("/api/show", json={"model": MODEL}).status_code == 200, (
+        "the shared blob survived"
+    )
+    assert set(blob_dir.iterdir()) == before, "nothing orphaned, nothing shared lost"
     assert http.post("/api/copy", json={"source": "missing", "destination": "x"}).status_code == 404
     assert http.post("/api/copy", json={"source": MODEL}).status_code == 400
 
@@ -374,7 +597,13 @@ def test_copy_then_delete_keeps_shared_blobs(http: httpx.Client, server) -> None
 def test_name_forms_resolve_to_one_model(http: httpx.Client) -> None:
     http.post("/api/copy", json={"source": MODEL, "destination": "namecheck"})
     try:
-        for name in ("namecheck", "namecheck:latest", "library/namecheck", "registry.ollama.ai/library/namecheck:latest", "NameCheck"):
+        for name in (
+            "namecheck",
+            "namecheck:latest",
+            "library/namecheck",
+            "registry.ollama.ai/library/namecheck:latest",
+            "NameCheck",
+        ):
             r = http.post("/api/show", json={"model": name})
             assert r.status_code == 200, name
     finally:
@@ -392,21 +621,69 @@ def test_origins(http: httpx.Client) -> None:
     r = http.get("/api/tags", headers={"Origin": "https://evil.example.com"})
     assert r.status_code == 403 and "LLMUX_ORIGINS" in r.json()["error"]
     r = http.get("/api/tags", headers={"Origin": "http://localhost:3000"})
-    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
-    pre = http.options("/api/chat", headers={"Origin": "http://127.0.0.1:5173", "Access-Control-Request-Method": "POST",
-                                             "Access-Control-Request-Headers": "authorization,content-type,x-stainless-os"})  # fmt: skip
+    assert (
+        r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    )
+    pre = http.options(
+        "/api/chat",
+        headers={
+            "Origin": "http://127.0.0.1:5173",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-stainless-os",
+        },
+    )
     assert pre.status_code == 200
     assert "x-stainless-os" in pre.headers["access-control-allow-headers"].lower()
 
 
 # -- N18, X66: a client that leaves mid-stream frees the model --------------------------------------
 def test_disconnect_mid_stream_stops_generation(server, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
-    body = {"model": MODEL, "prompt": "Write a very long story about dragons.", "options": {"num_predict": 3000, "temperature": 1}}
-    with httpx.Client(base_url=server.url, timeout=60) as c, c.stream("POST", "/api/generate", json=body) as r:
-        for _ in zip(range(3), r.iter_lines()):
+    body = {
+        "model": MODEL,
+        "prompt": "Write a very long story about dragons.",
+        "options": {"num_predict": 3000, "temperature": 1},
+    }
+    with (
+        httpx.Client(base_url=server.url, timeout=60) as c,
+        c.stream("POST", "/api/generate", json=body) as r,
+    ):
+        for _ in zip(range(3), r.iter_lines(), strict=False):
             pass
-    quick = http.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 2}})
+    quick = http.post(
+        "/api/generate",
+        json={"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 2}},
+    )
     assert quick.status_code == 200
-    cancelled = [line for line in server.log.read_text().splitlines() if "generation cancelled after" in line]
+    cancelled = [
+        line for line in server.log.read_text().splitlines() if "generation cancelled after" in line
+    ]
     assert cancelled, "the abandoned generation was not cancelled"
     assert int(cancelled[-1].split("after ")[1].split()[0]) < 3000
+
+
+def test_native_logprobs(http: httpx.Client) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": False,
+        "logprobs": True,
+        "top_logprobs": 3,
+        "options": {"num_predict": 4},
+    }
+    r = http.post("/api/chat", json=body).json()
+    lps = r["logprobs"]
+    assert (
+        len(lps) == r["eval_count"]
+        and "".join(lp["token"] for lp in lps) == r["message"]["content"]
+    )
+    assert all(len(lp["top_logprobs"]) == 3 and lp["logprob"] <= 0 for lp in lps)
+    lines = [
+        json.loads(x)
+        for x in http.post(
+            "/api/generate", json={**body, "prompt": "Hi", "stream": True}
+        ).text.splitlines()
+    ]
+    streamed = [lp for line in lines for lp in line.get("logprobs", [])]
+    assert len(streamed) == lines[-1]["eval_count"]
+    plain = http.post("/api/chat", json={**body, "logprobs": False}).json()
+    assert "logprobs" not in plain

@@ -32,7 +32,12 @@ def test_chat_streaming_and_not(client: ollama.Client) -> None:
 def test_generate(client: ollama.Client) -> None:
     r = client.generate(model=MODEL, prompt="Write one word.", options=OPTIONS)
     assert r.response and r.done and r.context
-    streamed = "".join(p.response for p in client.generate(model=MODEL, prompt="Write one word.", options=OPTIONS, stream=True))
+    streamed = "".join(
+        p.response
+        for p in client.generate(
+            model=MODEL, prompt="Write one word.", options=OPTIONS, stream=True
+        )
+    )
     assert streamed == r.response
 
 
@@ -64,7 +69,12 @@ def test_copy_and_delete(client: ollama.Client) -> None:
 def test_ps_and_format(client: ollama.Client) -> None:
     client.generate(model=MODEL, prompt="", keep_alive="5m")
     assert MODEL in [m.model for m in client.ps().models]
-    r = client.chat(model=MODEL, messages=[{"role": "user", "content": "Give me a JSON object."}], format="json", options=OPTIONS)
+    r = client.chat(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give me a JSON object."}],
+        format="json",
+        options=OPTIONS,
+    )
     assert isinstance(json.loads(r.message.content), dict)
 
 
@@ -73,7 +83,11 @@ def test_errors_raise_response_error(client: ollama.Client) -> None:
         client.chat(model="missing-model", messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 404 and "not found" in info.value.error
     with pytest.raises(ollama.ResponseError) as info:
-        list(client.chat(model="missing-model", messages=[{"role": "user", "content": "x"}], stream=True))
+        list(
+            client.chat(
+                model="missing-model", messages=[{"role": "user", "content": "x"}], stream=True
+            )
+        )
     assert info.value.status_code == 404
     with pytest.raises(ollama.ResponseError) as info:
         client.generate(model=MODEL, prompt="x", options={"temperature": "hot"})
@@ -84,7 +98,9 @@ def test_async_client_streams(server: Server) -> None:
     async def run() -> str:
         client = ollama.AsyncClient(host=server.url)
         out = []
-        async for part in await client.chat(model=MODEL, messages=[{"role": "user", "content": "Hi"}], options=OPTIONS, stream=True):
+        async for part in await client.chat(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], options=OPTIONS, stream=True
+        ):
             out.append(part.message.content)
         return "".join(out)
 

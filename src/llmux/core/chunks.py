@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from llmux.core.request import ToolCall
 
@@ -44,6 +44,15 @@ class TokenLogprob:
     bytes: tuple[int, ...]
     top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
 
+    def as_dict(self) -> dict[str, Any]:
+        """The shape both Ollama and OpenAI use: token, logprob, bytes, top_logprobs."""
+        return {
+            "token": self.token,
+            "logprob": self.logprob,
+            "bytes": list(self.bytes),
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": list(b)} for t, v, b in self.top],
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ChatChunk:
@@ -73,6 +82,7 @@ class _Folded:
     content: list[str] = field(default_factory=list)
     thinking: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 async def collect(chunks: AsyncIterator[ChatChunk]) -> ChatChunk:
@@ -83,11 +93,13 @@ async def collect(chunks: AsyncIterator[ChatChunk]) -> ChatChunk:
         acc.content.append(chunk.content)
         acc.thinking.append(chunk.thinking)
         acc.tool_calls.extend(chunk.tool_calls)
+        acc.logprobs.extend(chunk.logprobs)
         last = chunk
     return ChatChunk(
         content="".join(acc.content),
         thinking="".join(acc.thinking),
         tool_calls=tuple(acc.tool_calls),
+        logprobs=tuple(acc.logprobs),
         done=True,
         done_reason=last.done_reason,
         metrics=last.metrics,

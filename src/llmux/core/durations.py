@@ -29,11 +29,13 @@ def parse_go_duration(text: str) -> float:
     """Parse a Go ``time.ParseDuration`` string into seconds (may be negative)."""
     s = text.strip()
     sign = 1.0
-    if s[:1] in "+-":
+    if s and s[0] in "+-":
         sign = -1.0 if s[0] == "-" else 1.0
         s = s[1:]
     if s == "0":
         return 0.0
+    if not s:
+        raise InvalidRequest(f'time: invalid duration "{text}"', param="keep_alive")
     pos, total = 0, 0.0
     while pos < len(s):
         m = _PART.match(s, pos)

@@ -28,6 +28,7 @@ class ReasoningSplitter:
         self._seen_open = thinking_first
         self._held = ""
         self._strip_next = False
+        self._trace_started = False  # leading whitespace of the trace is dropped
 
     def feed(self, text: str) -> tuple[str, str]:
         """Returns ``(thinking, content)`` that may be emitted now."""
@@ -37,6 +38,11 @@ class ReasoningSplitter:
         content: list[str] = []
         while buf:
             if self._in_think:
+                if not self._trace_started:
+                    buf = buf.lstrip()
+                    if not buf:
+                        break
+                    self._trace_started = True
                 end = buf.find(CLOSE_TAG)
                 if end < 0:
                     keep = _partial_suffix(buf, CLOSE_TAG)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
+Api = Literal["ollama", "openai", "deepseek"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,6 @@ class EmbedRequest:
 class RequestContext:
     """Who asked and through which API; policies read it."""
 
-    api: Literal["ollama", "openai", "deepseek"]
+    api: Api
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     client: str | None = None

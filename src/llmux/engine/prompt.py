@@ -18,7 +18,7 @@ from llmux.errors import InvalidRequest
 from llmux.models.capabilities import THINKING_MARKERS
 from llmux.models.store import ModelRecord, ModelStore
 
-OPEN_THINK = "<think>"
+OPEN_THINK, CLOSE_THINK = "<think>", "</think>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,9 @@ class PromptBuilder:
         thinking_first = thinks and text.rstrip().endswith(OPEN_THINK)
         if request.prefix is not None:
             text += request.prefix
-            thinking_first = thinking_first and OPEN_THINK not in request.prefix
+            # the prefix may open or close the think block the reply continues in
+            if thinks and (OPEN_THINK in request.prefix or CLOSE_THINK in request.prefix):
+                thinking_first = text.rfind(OPEN_THINK) > text.rfind(CLOSE_THINK)
         return Prompt(
             text,
             fmt,

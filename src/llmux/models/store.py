@@ -105,7 +105,9 @@ class ModelStore:
         try:
             raw = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
-            raise ModelNotFound(name.display, hint=f"try `llmux pull {name.display}`") from None
+            raise ModelNotFound(
+                name.display, hint="`llmux list` shows the installed models"
+            ) from None
         return self._record(name, path, raw)
 
     def _record(self, name: ModelName, path: Path, raw: bytes) -> ModelRecord:
@@ -146,7 +148,7 @@ class ModelStore:
             layers=layers,
         )
 
-    def list(self) -> list[ModelRecord]:
+    def installed(self) -> list[ModelRecord]:
         out = []
         for path in self._manifest_files():
             rel = path.relative_to(self.manifests).parts

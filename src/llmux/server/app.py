@@ -17,7 +17,7 @@ from llmux.models.bundled import ensure_bundled
 from llmux.models.store import ModelStore
 from llmux.server.errors import install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, is_loopback, origin_regex
-from llmux.server.routes import ollama
+from llmux.server.routes import deepseek, ollama, openai
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(ollama.router)
+    app.include_router(openai.router)
+    app.include_router(deepseek.router)
     host, _ = settings.bind
     app.add_middleware(
         Guard,

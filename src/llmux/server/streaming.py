@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmux.core.chunks import ChatChunk, collect
 from llmux.errors import LlmuxError
+from llmux.server.errors import error_body
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,3 +58,25 @@ async def ollama_reply(
     if stream:
         return StreamingResponse(ndjson_lines(primed, render), media_type="application/x-ndjson")
     return JSONResponse(render(await collect(primed)))
+
+
+async def sse_events(payloads: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    """``data: {json}`` events ending with ``data: [DONE]``; a failure is sent as
+    ``data: {"error": {...}}`` (the OpenAI SDK raises on it) and ends the stream."""
+    try:
+        async for obj in payloads:
+            yield f"data: {dumps(obj)}\n\n"
+        yield "data: [DONE]\n\n"
+    except LlmuxError as exc:
+        yield f"data: {dumps(error_body(exc, '/v1'))}\n\n"
+    except Exception:
+        log.exception("stream failed")
+        yield f"data: {dumps(error_body(LlmuxError('internal server error; see the server log'), '/v1'))}\n\n"
+
+
+def sse_response(payloads: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    return StreamingResponse(
+        sse_events(payloads),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

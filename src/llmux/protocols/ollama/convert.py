@@ -160,6 +160,11 @@ def require_model(model: str) -> str:
     return model
 
 
+def _top_logprobs(logprobs: bool | None, top: int | None) -> int | None:
+    """``None``: no logprobs; otherwise how many alternatives per token."""
+    return (top or 0) if logprobs else None
+
+
 def chat_to_core(body: ChatBody) -> ChatRequest:
     sampling, load = parse_options(body.options)
     return ChatRequest(
@@ -174,6 +179,7 @@ def chat_to_core(body: ChatBody) -> ChatRequest:
         load=load,
         keep_alive=parse_keep_alive(body.keep_alive),
         think=body.think,
+        top_logprobs=_top_logprobs(body.logprobs, body.top_logprobs),
     )
 
 
@@ -188,6 +194,7 @@ def generate_to_core(body: GenerateBody) -> ChatRequest:
         load=load,
         keep_alive=parse_keep_alive(body.keep_alive),
         think=body.think,
+        top_logprobs=_top_logprobs(body.logprobs, body.top_logprobs),
         suffix=body.suffix or None,
         images=tuple(decode_image(img, "images") for img in body.images or []),
         context=tuple(body.context or ()),

@@ -49,6 +49,8 @@ def chat_object(chunk: ChatChunk, model: str) -> dict[str, Any]:
         "message": message,
         "done": chunk.done,
     }
+    if chunk.logprobs:
+        out["logprobs"] = [lp.as_dict() for lp in chunk.logprobs]
     if chunk.done:
         out.update(_final_fields(chunk))
     return out
@@ -58,6 +60,8 @@ def generate_object(chunk: ChatChunk, model: str) -> dict[str, Any]:
     out: dict[str, Any] = {"model": model, "created_at": now_rfc3339(), "response": chunk.content}
     if chunk.thinking:
         out["thinking"] = chunk.thinking
+    if chunk.logprobs:
+        out["logprobs"] = [lp.as_dict() for lp in chunk.logprobs]
     out["done"] = chunk.done
     if chunk.done:
         out.update(_final_fields(chunk))

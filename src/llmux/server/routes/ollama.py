@@ -25,20 +25,17 @@ from llmux.protocols.ollama.wire import (
     GenerateBody,
     ModelBody,
 )
+from llmux.server import deps
 from llmux.server.body import parse_body
+from llmux.server.deps import gateway
 from llmux.server.streaming import ollama_reply
 
 router = APIRouter()
 FOREVER = datetime(2318, 1, 1, tzinfo=UTC)
 
 
-def gateway(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
-
-
 def context(request: Request) -> RequestContext:
-    return RequestContext(api="ollama", client=request.client.host if request.client else None)
+    return deps.context(request, "ollama")
 
 
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -64,7 +61,7 @@ def tag_entry(record: ModelRecord) -> dict[str, Any]:
 
 @router.api_route("/api/tags", methods=["GET", "HEAD"])
 async def tags(request: Request) -> dict[str, Any]:
-    return {"models": [tag_entry(r) for r in gateway(request).store.list()]}
+    return {"models": [tag_entry(r) for r in gateway(request).store.installed()]}
 
 
 @router.get("/api/ps")

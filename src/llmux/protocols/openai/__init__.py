@@ -1,0 +1,1 @@
+"""OpenAI API (and DeepSeek's variant): wire models, conversion, rendering."""

@@ -1,0 +1,52 @@
+"""DeepSeek's additions to the OpenAI API: beta completions and the account balance.
+
+``/beta/chat/completions`` continues a trailing ``prefix: true`` assistant message (the
+plain chat route accepts that too); ``/beta/completions`` is fill-in-the-middle with
+``suffix``, capped at DeepSeek's 4K ``max_tokens``. The balance comes from configuration
+until budgets exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from llmux.errors import InvalidRequest
+from llmux.protocols.openai.wire import CompletionBody
+from llmux.server.body import parse_body
+from llmux.server.deps import settings
+from llmux.server.routes.openai import chat_completions, run_completions
+
+router = APIRouter()
+FIM_MAX_TOKENS = 4096
+
+
+async def fim_completions(request: Request) -> Response:
+    body = await parse_body(request, CompletionBody)
+    if (body.max_tokens or 0) > FIM_MAX_TOKENS:
+        raise InvalidRequest(
+            f"max_tokens for FIM completion is at most {FIM_MAX_TOKENS}", param="max_tokens"
+        )
+    return await run_completions(request, body)
+
+
+async def balance(request: Request) -> dict[str, Any]:
+    s = settings(request)
+    return {
+        "is_available": True,
+        "balance_infos": [
+            {
+                "currency": s.balance_currency,
+                "total_balance": s.balance_total,
+                "granted_balance": "0.00",
+                "topped_up_balance": s.balance_total,
+            }
+        ],
+    }
+
+
+router.add_api_route("/beta/completions", fim_completions, methods=["POST"])
+router.add_api_route("/beta/chat/completions", chat_completions, methods=["POST"])
+router.add_api_route("/user/balance", balance, methods=["GET"])
