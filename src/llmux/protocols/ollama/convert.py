@@ -165,15 +165,11 @@ def _top_logprobs(logprobs: bool | None, top: int | None) -> int | None:
     return (top or 0) if logprobs else None
 
 
-def chat_to_core(body: ChatBody) -> ChatRequest:
+def _common(body: ChatBody | GenerateBody) -> dict[str, Any]:
+    """The fields /api/chat and /api/generate share."""
     sampling, load = parse_options(body.options)
-    return ChatRequest(
+    return dict(
         model=require_model(body.model),
-        messages=tuple(to_message(m, i) for i, m in enumerate(body.messages)),
-        tools=tuple(
-            Tool(t.function.name, t.function.description, t.function.parameters)
-            for t in body.tools or []
-        ),
         format=_format(body.format),
         sampling=sampling,
         load=load,
@@ -183,18 +179,22 @@ def chat_to_core(body: ChatBody) -> ChatRequest:
     )
 
 
+def chat_to_core(body: ChatBody) -> ChatRequest:
+    return ChatRequest(
+        messages=tuple(to_message(m, i) for i, m in enumerate(body.messages)),
+        tools=tuple(
+            Tool(t.function.name, t.function.description, t.function.parameters)
+            for t in body.tools or []
+        ),
+        **_common(body),
+    )
+
+
 def generate_to_core(body: GenerateBody) -> ChatRequest:
     if body.raw and (body.template or body.system or body.context):
         raise InvalidRequest("raw mode does not support template, system, or context", param="raw")
-    sampling, load = parse_options(body.options)
-    common: dict[str, Any] = dict(
-        model=require_model(body.model),
-        format=_format(body.format),
-        sampling=sampling,
-        load=load,
-        keep_alive=parse_keep_alive(body.keep_alive),
-        think=body.think,
-        top_logprobs=_top_logprobs(body.logprobs, body.top_logprobs),
+    common = _common(body)
+    common.update(
         suffix=body.suffix or None,
         images=tuple(decode_image(img, "images") for img in body.images or []),
         context=tuple(body.context or ()),
