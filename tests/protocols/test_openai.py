@@ -150,6 +150,9 @@ def test_completion_prompts_and_tokens() -> None:
     assert req.context == (1, 2) and req.prompt == "" and req.sampling.num_predict == 3
     with pytest.raises(InvalidRequest):
         completion_to_core(CompletionBody(model="m", prompt="a", best_of=3), "a")
+    for empty in ([], [[]], [[1], []]):
+        with pytest.raises(InvalidRequest, match="empty"):
+            completion_prompts(CompletionBody(model="m", prompt=empty))
 
 
 def test_renderer_streams_n_choices_and_usage() -> None:

@@ -43,3 +43,12 @@ def test_prime_raises_errors_before_the_first_chunk() -> None:
 
     with pytest.raises(ModelNotFound):
         asyncio.run(run())
+
+
+def test_prime_turns_an_empty_stream_into_a_clean_error() -> None:
+    async def empty() -> AsyncIterator[ChatChunk]:
+        return
+        yield
+
+    with pytest.raises(BackendError, match="without any output"):
+        asyncio.run(prime(empty()))

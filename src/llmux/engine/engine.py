@@ -49,6 +49,7 @@ class LoadedInfo:
     details: dict[str, Any]
     expires_at: float | None
     context_length: int
+    size_vram: int = 0
 
 
 class LocalEngine:
@@ -203,7 +204,15 @@ class LocalEngine:
 
     def loaded(self) -> list[LoadedInfo]:
         return [
-            LoadedInfo(m.name, m.size, m.digest, m.details, m.expires_at, m.params.n_ctx)
+            LoadedInfo(
+                m.name,
+                m.size,
+                m.digest,
+                m.details,
+                m.expires_at,
+                m.params.n_ctx,
+                size_vram=int(m.size * m.gpu_fraction),
+            )
             for m in sorted(self._loaded.values(), key=lambda m: -m.last_used)
         ]
 

@@ -115,6 +115,7 @@ class LoadedModel:
     active: int = 0
     expires_at: float | None = None  # wall-clock seconds; None = never
     last_used: float = field(default_factory=time.monotonic)
+    gpu_fraction: float = 0.0  # share of the layers llama.cpp put on a GPU
     _executor: ThreadPoolExecutor = field(init=False)
     _aligned: int = 0  # tokens in the KV cache that were evaluated as whole chunks
 
@@ -143,6 +144,11 @@ class LoadedModel:
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"failed to load model '{self.name}': {exc}") from exc
+        self.gpu_fraction = gpu_fraction(
+            self.params.n_gpu_layers,
+            llama_cpp.llama_model_n_layer(self.llama.model),
+            supported=bool(llama_cpp.llama_supports_gpu_offload()),
+        )
 
     async def close(self) -> None:
         def _free() -> None:
@@ -366,6 +372,16 @@ class LoadedModel:
                 )
         vectors, count = emb.embed(texts, normalize=False, truncate=True, return_count=True)
         return [list(map(float, v)) for v in vectors], int(count)
+
+
+def gpu_fraction(n_gpu_layers: int, n_layer: int, *, supported: bool) -> float:
+    """Share of a model on the GPU: llama.cpp offloads ``n_gpu_layers`` of its repeating
+    layers plus the output layer (-1 means all)."""
+    if not supported or n_gpu_layers == 0 or n_layer <= 0:
+        return 0.0
+    if n_gpu_layers < 0:
+        return 1.0
+    return min(1.0, n_gpu_layers / (n_layer + 1))
 
 
 def _common_prefix(a: Any, b: list[int]) -> int:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmux.core.chunks import ChatChunk, collect
-from llmux.errors import LlmuxError
+from llmux.errors import BackendError, LlmuxError
 from llmux.server.errors import error_body
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,10 @@ T = TypeVar("T")
 
 async def prime(stream: AsyncIterator[T]) -> AsyncIterator[T]:
     """Pull the first item now (raising errors before the response starts)."""
-    first = await anext(stream)
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        raise BackendError("the backend ended the reply without any output") from None
 
     async def chained() -> AsyncIterator[T]:
         yield first

@@ -236,7 +236,9 @@ def completion_prompts(body: CompletionBody) -> list[str | list[int]]:
     p = body.prompt
     if isinstance(p, str):
         return [p]
-    if p and all(isinstance(x, int) for x in p):
+    if not p or any(isinstance(x, list) and not x for x in p):
+        raise InvalidRequest("prompt must not be an empty list", param="prompt")
+    if all(isinstance(x, int) for x in p):
         return [p]  # type: ignore[list-item]
     return list(p)  # type: ignore[arg-type]
 

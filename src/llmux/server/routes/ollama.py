@@ -77,7 +77,7 @@ async def ps(request: Request) -> dict[str, Any]:
                 "digest": m.digest,
                 "details": m.details,
                 "expires_at": rfc3339(expires),
-                "size_vram": 0,
+                "size_vram": m.size_vram,
                 "context_length": m.context_length,
             }
         )
