@@ -320,7 +320,9 @@ def test_json_object_and_json_schema(client: OpenAI) -> None:
         model=MODEL,
         messages=[{"role": "user", "content": "Describe a cat."}],
         response_format={"type": "json_object"},
-        max_tokens=60,
+        max_tokens=120,
+        temperature=0,
+        seed=1,
     )
     assert isinstance(json.loads(r.choices[0].message.content or ""), dict), (
         "JSON mode is enforced by grammar; the prompt need not say 'json'"
@@ -338,7 +340,9 @@ def test_json_object_and_json_schema(client: OpenAI) -> None:
             "type": "json_schema",
             "json_schema": {"name": "person", "schema": schema, "strict": True},
         },
-        max_tokens=60,
+        max_tokens=120,
+        temperature=0,
+        seed=1,
     )
     jsonschema.validate(json.loads(r.choices[0].message.content or ""), schema)
 

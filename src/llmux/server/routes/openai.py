@@ -7,7 +7,7 @@ reuse the handlers here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -50,20 +50,24 @@ async def chat_completions(request: Request) -> Response:
     )
     chunks = await prime(gateway(request).chat(context(request), core))
     if body.stream:
-        return sse_response(_chat_events(chunks, renderer))
+        usage = renderer.usage_chunk if include_usage else None
+        return sse_response(_events(chunks, renderer.chunk, usage))
     async for chunk in chunks:
         renderer.chunk(chunk)
     return JSONResponse(renderer.whole())
 
 
-async def _chat_events(
-    chunks: AsyncIterator[ChatChunk], renderer: ChatRenderer
+async def _events(
+    chunks: AsyncIterator[ChatChunk],
+    render: Callable[[ChatChunk], list[dict[str, Any]]],
+    usage: Callable[[], dict[str, Any]] | None,
 ) -> AsyncIterator[dict[str, Any]]:
+    """SSE payloads for a rendered stream, with the usage chunk last when asked for."""
     async for chunk in chunks:
-        for obj in renderer.chunk(chunk):
+        for obj in render(chunk):
             yield obj
-    if renderer.include_usage:
-        yield renderer.usage_chunk()
+    if usage is not None:
+        yield usage()
 
 
 async def completions(request: Request) -> Response:
@@ -91,15 +95,9 @@ async def run_completions(request: Request, body: CompletionBody) -> Response:
 
     chunks = await prime(merged())
     if body.stream:
-
-        async def events() -> AsyncIterator[dict[str, Any]]:
-            async for chunk in chunks:
-                for obj in renderer.chunk(chunk, echoes.get(chunk.index, "")):
-                    yield obj
-            if include_usage:
-                yield renderer.usage_chunk()
-
-        return sse_response(events())
+        usage = renderer.usage_chunk if include_usage else None
+        render = lambda c: renderer.chunk(c, echoes.get(c.index, ""))  # noqa: E731
+        return sse_response(_events(chunks, render, usage))
     async for chunk in chunks:
         renderer.chunk(chunk)
     return JSONResponse(renderer.whole(echoes))
