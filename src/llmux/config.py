@@ -57,7 +57,16 @@ class Settings(BaseSettings):
     num_ctx: int = Field(4096, ge=64)
     num_thread: int | None = Field(None, ge=1)
     num_gpu: int = -1
-    num_parallel: int = Field(1, ge=1)
+    num_parallel: int | None = Field(
+        None, ge=1, le=64, description="sequences one model decodes together; None = auto"
+    )
+    parallel: dict[str, int] = Field(
+        default_factory=dict, description="per-model num_parallel: model name -> slots"
+    )
+    kv_budget_mib: int = Field(2048, ge=16, description="KV cache memory auto num_parallel may use")
+    request_timeout: float | None = Field(
+        None, gt=0, description="seconds a generation may take, queue included; None = no limit"
+    )
     max_loaded_models: int = Field(3, ge=1)
     max_queue: int = Field(512, ge=1)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)

@@ -13,6 +13,7 @@ stable machine-readable ``code``::
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── PayloadTooLarge (413 payload_too_large)
     ├── ServerBusy (503 server_busy, carries Retry-After)
+    ├── Timeout (504 timeout)              a deadline passed before the reply was done
     └── BackendError (500 backend_error)   a model or upstream failed while serving
 
 Messages say what to do next where there is something to do.
@@ -84,6 +85,11 @@ class ServerBusy(LlmuxError):
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message, retry_after=retry_after)
+
+
+class Timeout(LlmuxError):
+    status = 504
+    code = "timeout"
 
 
 class BackendError(LlmuxError):

@@ -91,7 +91,7 @@ def test_stream_equals_non_stream_at_temperature_zero(http: httpx.Client) -> Non
 
 def test_same_text_with_and_without_prefix_cache(http: httpx.Client) -> None:
     """A long shared prefix is reused from the cache and must not change greedy output."""
-    system = "You are a careful assistant. " * 30
+    system = f"[{time.time_ns()}] " + "You are a careful assistant. " * 30  # cached nowhere yet
     body = {
         "model": MODEL,
         "stream": False,
@@ -101,22 +101,25 @@ def test_same_text_with_and_without_prefix_cache(http: httpx.Client) -> None:
             {"role": "user", "content": "What is 2+2?"},
         ],
     }
-    http.post(
-        "/api/chat",
-        json={
-            **body,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": "Hi"}],
-        },
-    )
-    cached = http.post("/api/chat", json=body).json()
-    http.post(
-        "/api/chat", json={**body, "messages": [{"role": "user", "content": "unrelated"}]}
-    )  # evict the prefix
     fresh = http.post("/api/chat", json=body).json()
-    assert cached["prompt_eval_count"] < fresh["prompt_eval_count"], (
-        "second run should reuse the cached prefix"
-    )
+    cached = http.post("/api/chat", json=body).json()
+    assert fresh["prompt_eval_count"] > 192, "the first run evaluates the whole prompt"
+    assert cached["prompt_eval_count"] < 64, "the second run reuses every whole chunk"
     assert cached["message"]["content"] == fresh["message"]["content"]
+
+
+def test_next_question_on_the_same_system_prompt_reuses_it(http: httpx.Client) -> None:
+    system = f"[{time.time_ns()}] " + "You are a careful assistant. " * 30
+    ask = {"model": MODEL, "stream": False, "options": {"temperature": 0, "num_predict": 5}}
+
+    def chat(question: str) -> dict:  # type: ignore[type-arg]
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        return http.post("/api/chat", json={**ask, "messages": messages}).json()  # type: ignore[no-any-return]
+
+    first = chat("Hi")
+    second = chat("What is the capital of France?")
+    assert first["prompt_eval_count"] > 192
+    assert second["prompt_eval_count"] < first["prompt_eval_count"] - 100
 
 
 # -- N6, N7: generate ----------------------------------------------------------------------

@@ -69,6 +69,7 @@ class Sampling:
     repeat_last_n: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    num_keep: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

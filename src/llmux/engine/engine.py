@@ -22,16 +22,10 @@ from llmux.core.chunks import ChatChunk, DoneReason, EmbedResult
 from llmux.core.names import ModelName
 from llmux.core.postprocess import shape
 from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions, Sampling
+from llmux.engine.batch import MAX_SLOTS
+from llmux.engine.jobs import ErrorEvent, Job, LoadParams, ResolvedSampling, TextEvent
 from llmux.engine.prompt import PromptBuilder
-from llmux.engine.runner import (
-    ErrorEvent,
-    Job,
-    LoadedModel,
-    LoadParams,
-    ResolvedSampling,
-    TextEvent,
-    default_threads,
-)
+from llmux.engine.runner import LoadedModel, default_threads
 from llmux.errors import CapabilityNotSupported, InvalidRequest, ServerBusy
 from llmux.models.capabilities import capabilities
 from llmux.models.store import ModelRecord, ModelStore
@@ -39,6 +33,7 @@ from llmux.models.store import ModelRecord, ModelStore
 log = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 0.25
+AUTO_SLOTS = 8  # the most sequence slots num_parallel "auto" gives a model
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +104,33 @@ class LocalEngine:
 
     # -- loading ----------------------------------------------------------------------
     def _load_params(self, record: ModelRecord, load: LoadOptions) -> LoadParams:
-        trained = self.store.gguf(record).context_length or self.settings.num_ctx
+        info = self.store.gguf(record)
+        trained = info.context_length or self.settings.num_ctx
         params = record.params
-        n_ctx = load.num_ctx or params.get("num_ctx") or self.settings.num_ctx
+        n_ctx = max(
+            64, min(int(load.num_ctx or params.get("num_ctx") or self.settings.num_ctx), trained)
+        )
         return LoadParams(
-            n_ctx=max(64, min(int(n_ctx), trained)),
+            n_ctx=n_ctx,
             # a request can't ask for more threads than make sense on this machine
             n_threads=min(
                 load.num_thread or self.settings.num_thread or default_threads(),
                 4 * default_threads(),
             ),
             n_gpu_layers=load.num_gpu if load.num_gpu is not None else self.settings.num_gpu,
-        )
+            n_slots=self._slots(record, info.kv_bytes_per_token * n_ctx),
+        )  # fmt: skip
+
+    def _slots(self, record: ModelRecord, kv_bytes_per_slot: int) -> int:
+        """Sequence slots for a model: the ``parallel`` table, else ``num_parallel``, else
+        as many as fit ``kv_budget_mib`` of KV cache, from 1 to ``AUTO_SLOTS``."""
+        for name in (record.name.display, record.name.full):
+            if name in self.settings.parallel:
+                return max(1, min(self.settings.parallel[name], MAX_SLOTS))
+        if self.settings.num_parallel:
+            return self.settings.num_parallel
+        budget = self.settings.kv_budget_mib * 2**20
+        return max(1, min(AUTO_SLOTS, budget // max(kv_bytes_per_slot, 1)))
 
     async def acquire(self, record: ModelRecord, load: LoadOptions) -> tuple[LoadedModel, int]:
         """The loaded model for a record (loading it if needed) and the ns spent loading."""
@@ -218,7 +228,8 @@ class LocalEngine:
 
     # -- admission -------------------------------------------------------------------
     def _admit(self) -> None:
-        if self._pending >= self.settings.max_queue + self.settings.num_parallel:
+        running = sum(m.params.n_slots for m in self._loaded.values()) or 1
+        if self._pending >= self.settings.max_queue + running:
             raise ServerBusy("server busy, please try again. maximum pending requests exceeded")
         self._pending += 1
 
@@ -236,6 +247,7 @@ class LocalEngine:
             return_context=prompt.return_context,
             logit_bias=self._logit_bias(record, request),
             top_logprobs=request.top_logprobs,
+            deadline=self._deadline(),
         )
         raw = self._generate(record, request, job)
         shaped = shape(
@@ -289,6 +301,10 @@ class LocalEngine:
                 self.release(model, request.keep_alive)
         finally:
             self._pending -= 1
+
+    def _deadline(self) -> float | None:
+        timeout = self.settings.request_timeout
+        return None if timeout is None else time.monotonic() + timeout
 
     def _logit_bias(
         self, record: ModelRecord, request: ChatRequest

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import llama_cpp
 import numpy as np
-from llama_cpp import Llama
-from llama_cpp._internals import LlamaSampler
+from llama_cpp._internals import LlamaContext, LlamaModel, LlamaSampler
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from llmux.core.chunks import TokenLogprob
@@ -22,7 +22,7 @@ RANDOM_SEED = 0xFFFFFFFF  # llama.cpp draws a random seed
 
 
 def build_sampler(
-    llama: Llama,
+    model: LlamaModel,
     *,
     temperature: float,
     top_k: int,
@@ -37,7 +37,7 @@ def build_sampler(
     grammar: LlamaGrammar | None,
     logit_bias: dict[int, float] | None = None,
 ) -> LlamaSampler:
-    n_vocab = llama.n_vocab()
+    n_vocab = model.n_vocab()
     sampler = LlamaSampler()
     if logit_bias:
         sampler.add_logit_bias(n_vocab, logit_bias)
@@ -45,7 +45,7 @@ def build_sampler(
         n_vocab, repeat_last_n, repeat_penalty, frequency_penalty, presence_penalty
     )
     if grammar is not None:
-        sampler.add_grammar(llama._model, grammar)
+        sampler.add_grammar(model, grammar)
     if temperature <= 0:
         sampler.add_greedy()
         return sampler
@@ -58,23 +58,25 @@ def build_sampler(
     return sampler
 
 
-def _entry(llama: Llama, token: int, logprob: float) -> tuple[str, float, tuple[int, ...]]:
-    raw = llama.detokenize([token], special=True)
+def _entry(model: LlamaModel, token: int, logprob: float) -> tuple[str, float, tuple[int, ...]]:
+    raw = model.detokenize([token], special=True)
     return raw.decode("utf-8", errors="replace"), logprob, tuple(raw)
 
 
-def token_logprob(llama: Llama, token: int, top_n: int) -> TokenLogprob:
+def token_logprob(
+    model: LlamaModel, ctx: LlamaContext, index: int, token: int, top_n: int
+) -> TokenLogprob:
     """The chosen token's log probability under the model (before sampling filters) and
-    the ``top_n`` most likely alternatives, from the logits of the last decode."""
-    n_vocab = llama.n_vocab()
-    ptr: Any = llama._ctx.get_logits_ith(-1)
+    the ``top_n`` most likely alternatives, from the logits at batch row ``index``."""
+    n_vocab = model.n_vocab()
+    ptr: Any = llama_cpp.llama_get_logits_ith(ctx.ctx, index)
     logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
     peak = float(logits.max())
     log_z = peak + math.log(float(np.exp(logits - peak).sum()))
-    text, lp, raw = _entry(llama, token, float(logits[token]) - log_z)
+    text, lp, raw = _entry(model, token, float(logits[token]) - log_z)
     top: list[tuple[str, float, tuple[int, ...]]] = []
     if top_n > 0:
         ids = np.argpartition(-logits, top_n)[:top_n]
         ids = ids[np.argsort(-logits[ids])]
-        top = [_entry(llama, int(i), float(logits[i]) - log_z) for i in ids]
+        top = [_entry(model, int(i), float(logits[i]) - log_z) for i in ids]
     return TokenLogprob(token=text, logprob=lp, bytes=raw, top=tuple(top))

@@ -131,6 +131,23 @@ class GGUFInfo:
         return int(v) if v is not None else None
 
     @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of f16 KV cache one token takes in every layer (0 when unknown)."""
+
+        def widest(value: Any, default: int) -> int:
+            if isinstance(value, list):
+                return max((int(v) for v in value), default=default)
+            return int(value) if value is not None else default
+
+        n_layer = widest(self.arch_value("block_count"), 0)
+        n_head = widest(self.arch_value("attention.head_count"), 1) or 1
+        n_head_kv = widest(self.arch_value("attention.head_count_kv"), n_head)
+        head = (self.embedding_length or 0) // n_head
+        k = widest(self.arch_value("attention.key_length"), head)
+        v = widest(self.arch_value("attention.value_length"), head)
+        return n_layer * n_head_kv * (k + v) * 2
+
+    @property
     def file_type(self) -> str:
         ft = self.get("general.file_type")
         return FILE_TYPES.get(int(ft), f"unknown({ft})") if ft is not None else "unknown"

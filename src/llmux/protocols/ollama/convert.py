@@ -39,7 +39,8 @@ BOOL_OPTIONS = {"use_mmap", "use_mlock", "numa", "low_vram", "vocab_only", "pena
 INT_ALSO = {"mirostat"}
 ALIASES = {"max_tokens": "num_predict"}  # common in tutorials
 SAMPLING_KEYS = {"num_predict", "temperature", "top_k", "top_p", "min_p", "typical_p", "seed",
-                 "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty"}  # fmt: skip
+                 "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty",
+                 "num_keep"}  # fmt: skip
 LOAD_KEYS = {"num_ctx", "num_thread", "num_gpu"}
 ROLES: set[str] = {"system", "user", "assistant", "tool"}
 _DATA_URI = re.compile(r"^data:[\w/+.-]+;base64,", re.I)
