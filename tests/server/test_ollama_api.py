@@ -525,9 +525,10 @@ def test_embed_single_batch_and_dimensions(http: httpx.Client) -> None:
 
 
 def test_embed_truncate_false_rejects_long_input(http: httpx.Client) -> None:
-    long = "word " * 6000
-    assert http.post("/api/embed", json={"model": MODEL, "input": long}).status_code == 200
-    r = http.post("/api/embed", json={"model": MODEL, "input": long, "truncate": False})
+    long = "word " * 400  # over a 256-token context (a 4096-token one takes a minute on CPU)
+    small = {"model": MODEL, "input": long, "options": {"num_ctx": 256}}
+    assert http.post("/api/embed", json=small).status_code == 200
+    r = http.post("/api/embed", json={**small, "truncate": False})
     assert r.status_code == 400 and "context length" in r.json()["error"]
 
 
