@@ -73,6 +73,21 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_host_flag_takes_host_and_port(tmp_path: Path) -> None:
+    port = free_port()
+    srv = start_server(tmp_path, args=["--host", f"127.0.0.1:{port}"], port=port, host_env=False)
+    try:
+        assert httpx.get(srv.url + "/").status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_bad_host_flag_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("serve", "--host", "127.0.0.1:notaport", env={"LLMUX_HOME": str(tmp_path)})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "invalid port" in result.stderr
+
+
 @pytest.mark.model
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_graceful_shutdown(tmp_path: Path, sig: int) -> None:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmux import __version__
-from llmux.config import Settings, load_settings
+from llmux.config import Settings, load_settings, parse_host
 
 app = typer.Typer(
     help="llmux: one server for the Ollama, OpenAI and DeepSeek APIs.", no_args_is_help=True
@@ -63,7 +63,7 @@ def _get(settings: Settings, path: str) -> Any:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="address to bind (or LLMUX_HOST=host:port)")
+        str | None, typer.Option(help="address to bind, host or host:port (or LLMUX_HOST)")
     ] = None,
     port: Annotated[int | None, typer.Option(help="port to bind")] = None,
     config: ConfigOpt = None,
@@ -76,7 +76,14 @@ def serve(
 
     base = _settings(config, log_level=log_level)
     bind_host, bind_port = base.bind
-    bind_host, bind_port = host or bind_host, port or bind_port
+    if host:
+        try:
+            given = parse_host(host)
+        except ValueError as exc:
+            fail(str(exc))
+        has_port = host.count(":") == 1 or "]:" in host
+        bind_host, bind_port = given[0], given[1] if has_port else bind_port
+    bind_port = port or bind_port
     settings = base.model_copy(
         update={
             "host": f"{bind_host}:{bind_port}"

@@ -112,9 +112,18 @@ class BatchLoop:
     """The scheduler of one loaded model; :meth:`submit` is safe from any thread."""
 
     def __init__(
-        self, name: str, model: LlamaModel, ctx: LlamaContext, n_slots: int, n_ctx: int
+        self,
+        name: str,
+        model: LlamaModel,
+        ctx: LlamaContext,
+        n_slots: int,
+        n_ctx: int,
+        after_step: Callable[[], None] = lambda: None,
     ) -> None:
+        """``after_step`` runs on the loop thread after every step, so a bridge can hand
+        the events a step emitted to their consumers in one go."""
         self.name = name
+        self.after_step = after_step
         self.model = model
         self.ctx = ctx
         self.n_ctx = n_ctx  # per slot
@@ -133,13 +142,9 @@ class BatchLoop:
         with self._cond:
             if self._closed:
                 request.emit(ErrorEvent(BackendError(f"model '{self.name}' was unloaded")))
+                self.after_step()
                 return
             self._waiting.append(request)
-            self._cond.notify()
-
-    def wake(self) -> None:
-        """Let the loop notice a cancellation while it is idle."""
-        with self._cond:
             self._cond.notify()
 
     @property
@@ -168,6 +173,7 @@ class BatchLoop:
                         self._cond.wait()
                     if self._closed:
                         break
+                    self._drop_stale_waiting()
                     free = sum(1 for s in self.slots if s.running is None)
                     arrivals = [self._waiting.popleft() for _ in range(min(free, self.waiting))]
                 try:
@@ -175,15 +181,31 @@ class BatchLoop:
                 except Exception as exc:  # a bug must not leave streams hanging
                     log.exception("%s: scheduler step failed", self.name)
                     self._fail_running(BackendError(f"generation failed: {exc}"))
+                self.after_step()
         finally:
             gone = BackendError(f"model '{self.name}' was unloaded")
             self._fail_running(gone)
             with self._cond:
                 while self._waiting:
                     self._waiting.popleft().emit(ErrorEvent(gone))
+            self.after_step()
             llama_cpp.llama_batch_free(self._batch)
             self.ctx.close()
             self.model.close()
+
+    def _drop_stale_waiting(self) -> None:
+        """Forget queued requests whose client left; answer those past their deadline."""
+        now = time.monotonic()
+        keep: deque[Request] = deque()
+        for request in self._waiting:
+            deadline = request.job.deadline
+            if request.cancel.is_set():
+                continue
+            if deadline is not None and now > deadline:
+                request.emit(ErrorEvent(Timeout("the request waited in the queue past its deadline")))  # fmt: skip
+            else:
+                keep.append(request)
+        self._waiting = keep
 
     def _step(self, arrivals: list[Request]) -> None:
         for request in arrivals:
@@ -275,15 +297,24 @@ class BatchLoop:
         return tokens[-room:]
 
     def _choose_slot(self, prompt: list[int]) -> tuple[Slot, int]:
-        """The free slot that reuses the most of the prompt (ties: least recently used),
-        and how many tokens it reuses: whole chunks, leaving at least one to evaluate."""
+        """The free slot that reuses the most of the prompt, and how many tokens it
+        reuses (whole chunks, leaving at least one to evaluate).
+
+        Ties go to the slot that keeps the running sequences' ids in the fewest runs
+        (llama.cpp evaluates each run of consecutive ids as its own micro-batch, one
+        more pass over the weights per run), then to the least recently used slot."""
+        running = {s.seq_id for s in self.slots if s.running is not None}
 
         def reusable(slot: Slot) -> int:
             n = min(common_prefix(slot.tokens, prompt), slot.aligned, len(prompt) - 1)
             return n - n % PREFIX_CHUNK
 
+        def runs_with(slot: Slot) -> int:
+            ids = running | {slot.seq_id}
+            return sum(1 for i in ids if i - 1 not in ids)
+
         free = [s for s in self.slots if s.running is None]
-        best = max(free, key=lambda s: (reusable(s), -s.last_used))
+        best = max(free, key=lambda s: (reusable(s), -runs_with(s), -s.last_used))
         return best, reusable(best)
 
     # -- one step --------------------------------------------------------------------------

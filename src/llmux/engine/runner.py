@@ -47,9 +47,11 @@ class LoadedModel:
     gpu_fraction: float = 0.0  # share of the layers llama.cpp put on a GPU
     batch: BatchLoop | None = None
     embedder: Embedder = field(init=False)
+    _outbox: Outbox = field(init=False)
 
     def __post_init__(self) -> None:
         self.embedder = Embedder(self.name, self.path, self.params)
+        self._outbox = Outbox()
 
     # -- lifecycle -----------------------------------------------------------------
     async def load(self) -> int:
@@ -88,7 +90,9 @@ class LoadedModel:
             llama_cpp.llama_model_n_layer(model.model),
             supported=bool(llama_cpp.llama_supports_gpu_offload()),
         )
-        self.batch = BatchLoop(self.name, model, ctx, p.n_slots, p.n_ctx)
+        self.batch = BatchLoop(
+            self.name, model, ctx, p.n_slots, p.n_ctx, after_step=self._outbox.flush
+        )
 
     async def close(self) -> None:
         batch, self.batch = self.batch, None
@@ -104,10 +108,10 @@ class LoadedModel:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
         cancel = threading.Event()
+        outbox = self._outbox
 
         def emit(event: Event) -> None:
-            with contextlib.suppress(RuntimeError):  # the event loop is gone: shutting down
-                loop.call_soon_threadsafe(queue.put_nowait, event)
+            outbox.put(loop, queue, event)
 
         batch.submit(Request(job, emit, cancel))
         try:
@@ -126,6 +130,39 @@ class LoadedModel:
     # -- embeddings --------------------------------------------------------------------
     async def embed(self, texts: list[str], truncate: bool) -> tuple[list[list[float]], int]:
         return await self.embedder.embed(texts, truncate)
+
+
+class Outbox:
+    """Events from the scheduler thread to the event loops waiting for them.
+
+    The scheduler emits one event per sequence per step; they are gathered here and
+    handed over once per step (one ``call_soon_threadsafe`` per event loop), so the
+    event loop wakes once per step, not once per token."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Event], Event]] = []
+
+    def put(
+        self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event], event: Event
+    ) -> None:
+        with self._lock:
+            self._items.append((loop, queue, event))
+
+    def flush(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Event], Event]]] = {}
+        for loop, queue, event in items:
+            by_loop.setdefault(loop, []).append((queue, event))
+        for loop, batch in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that event loop is closed: shutting down
+                loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _deliver(batch: list[tuple[asyncio.Queue[Event], Event]]) -> None:
+    for queue, event in batch:
+        queue.put_nowait(event)
 
 
 @dataclass(eq=False)
