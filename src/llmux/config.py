@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     parallel: dict[str, int] = Field(
         default_factory=dict, description="per-model num_parallel: model name -> slots"
     )
+    flash_attention: bool = Field(
+        True, description="llama.cpp flash attention where the backend supports it; false: off"
+    )
     kv_budget_mib: int = Field(2048, ge=16, description="KV cache memory auto num_parallel may use")
     request_timeout: float | None = Field(
         None, gt=0, description="seconds a generation may take, queue included; None = no limit"

@@ -5,21 +5,24 @@ of *steps*. Each step
 
 1. admits waiting requests (first in, first out) into free sequence slots, choosing
    the slot whose cached tokens share the longest prefix with the new prompt, so only
-   the rest of the prompt is evaluated (the prefix cache);
+   the rest of the prompt is evaluated (the prefix cache); when another slot, busy or
+   not, holds a longer prefix, its cache is copied over first;
 2. drops sequences whose client went away or whose deadline passed, so their slot is
    free again within one step;
-3. builds one batch from the last sampled token of every decoding sequence plus
-   prompt chunks of newcomers, at most ``PREFILL_WHILE_DECODING`` prompt tokens while
-   others are decoding, so a long prompt does not stall the running streams;
-4. decodes the batch and samples the next token of each sequence whose logits came
-   back, with that sequence's own llama.cpp sampler chain (penalty history, grammar
-   state and seeded random generator belong to one request only).
+3. decodes the last sampled token of every generating sequence in one batch and
+   samples each one's next token with that sequence's own llama.cpp sampler chain
+   (penalty history, grammar state and seeded random generator belong to one request);
+4. evaluates pieces of newcomers' prompts, at most ``PREFILL_WHILE_DECODING`` tokens
+   while others are generating, so a long prompt does not stall the running streams.
 
 The KV cache is not unified: every slot is its own stream of ``n_ctx`` cells, so a
 sequence's attention never reads other sequences' cells, and its cells always sit in
-position order. Prompts are evaluated in chunks aligned to absolute positions and only
-whole prompt chunks are reused from the cache; see docs/engine.md for what this means
-for reproducible output.
+position order. With flash attention, the values llama.cpp computes for a token depend
+on how its sequence's tokens were grouped into micro-batches. So prompts are evaluated
+in chunks aligned to positions 0, 64, 128, ..., each sequence's chunks in llama_decode
+calls of their own (never mixed with other rows), and only whole chunks are reused or
+copied: a request computes the same values with or without the cache, alone or next to
+any other traffic. See docs/engine.md.
 """
 
 from __future__ import annotations
@@ -45,13 +48,9 @@ from llmux.errors import BackendError, InvalidRequest, LlmuxError, Timeout
 
 log = logging.getLogger(__name__)
 
-# Prompts are evaluated in chunks of this many tokens aligned to absolute positions
-# (it is also the context's micro-batch size), and only whole chunks are reused from
-# the prefix cache: a cached prefix then holds the values a fresh evaluation of the
-# same chunks computes, so a seeded request gives the same text with or without it.
-PREFIX_CHUNK = 64
+PREFIX_CHUNK = 64  # prompt chunk and micro-batch size; the prefix cache's unit
 BATCH_TOKENS = 512  # the most tokens one llama_decode call takes
-PREFILL_WHILE_DECODING = 2 * PREFIX_CHUNK  # prompt tokens a step adds while others decode
+PREFILL_WHILE_DECODING = 2 * PREFIX_CHUNK  # prompt tokens a step evaluates while others generate
 MAX_SLOTS = 64
 
 
@@ -93,7 +92,7 @@ class Sequence:
 class Slot:
     seq_id: int
     tokens: list[int] = field(default_factory=list)  # this sequence's KV cells, by position
-    aligned: int = 0  # leading tokens evaluated as whole prompt chunks: reusable
+    exact: int = 0  # leading tokens evaluated as whole prompt chunks: reusable bit for bit
     last_used: float = 0.0
     running: Sequence | None = None
 
@@ -104,8 +103,8 @@ class _Entry:
     tokens: list[int]
     pos: int
     prefill: bool
-    completes: bool = True  # the last token needs logits: decoding, or the prompt's end
-    index: int = -1  # batch index of the row whose logits are read
+    completes: bool = True  # the last token needs logits: generating, or the prompt's end
+    index: int = -1  # batch row whose logits are read
 
 
 class BatchLoop:
@@ -224,8 +223,7 @@ class BatchLoop:
                 self._finish(slot, "stop")
             elif seq.job.deadline is not None and now > seq.job.deadline:
                 self._fail(slot, Timeout("the request ran past its deadline (request_timeout)"))
-        entries = self._plan()
-        if entries:
+        for entries in self._plan():
             self._decode(entries)
 
     # -- admission ---------------------------------------------------------------------
@@ -238,7 +236,7 @@ class BatchLoop:
             if job.deadline is not None and time.monotonic() > job.deadline:
                 raise Timeout("the request waited in the queue past its deadline")
             prompt = self._prompt_tokens(job)
-            slot, cached = self._choose_slot(prompt)
+            slot, cached = self._take_slot(prompt)
             grammar = grammar_for(job.format)
             sampler = build_sampler(
                 self.model,
@@ -253,7 +251,7 @@ class BatchLoop:
             return
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, cached, -1)
         del slot.tokens[cached:]
-        slot.aligned = min(slot.aligned, cached)
+        slot.exact = min(slot.exact, cached)
         slot.running = Sequence(
             request=request,
             prompt=prompt,
@@ -296,17 +294,18 @@ class BatchLoop:
         )
         return tokens[-room:]
 
-    def _choose_slot(self, prompt: list[int]) -> tuple[Slot, int]:
-        """The free slot that reuses the most of the prompt, and how many tokens it
-        reuses (whole chunks, leaving at least one to evaluate).
+    def _take_slot(self, prompt: list[int]) -> tuple[Slot, int]:
+        """A free slot for the prompt and how many of its tokens are already in it.
 
-        Ties go to the slot that keeps the running sequences' ids in the fewest runs
-        (llama.cpp evaluates each run of consecutive ids as its own micro-batch, one
-        more pass over the weights per run), then to the least recently used slot."""
+        The slot is the free one that reuses the most of the prompt; ties go to the one
+        that keeps the running sequences' ids in the fewest runs (llama.cpp evaluates
+        each run of consecutive ids as its own micro-batch, one more pass over the
+        weights per run), then to the least recently used. When another slot, busy or
+        not, holds a longer prefix, its cache is copied into the chosen slot."""
         running = {s.seq_id for s in self.slots if s.running is not None}
 
-        def reusable(slot: Slot) -> int:
-            n = min(common_prefix(slot.tokens, prompt), slot.aligned, len(prompt) - 1)
+        def reusable(slot: Slot) -> int:  # whole chunks, leaving one token to evaluate
+            n = min(common_prefix(slot.tokens, prompt), slot.exact, len(prompt) - 1)
             return n - n % PREFIX_CHUNK
 
         def runs_with(slot: Slot) -> int:
@@ -314,34 +313,45 @@ class BatchLoop:
             return sum(1 for i in ids if i - 1 not in ids)
 
         free = [s for s in self.slots if s.running is None]
-        best = max(free, key=lambda s: (reusable(s), -runs_with(s), -s.last_used))
-        return best, reusable(best)
+        slot = max(free, key=lambda s: (reusable(s), -runs_with(s), -s.last_used))
+        cached = reusable(slot)
+        donor = max((s for s in self.slots if s is not slot), key=reusable, default=None)
+        if donor is not None and reusable(donor) > cached:
+            cached = reusable(donor)
+            # a copy between streams takes the whole stream; drop what isn't shared
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._mem, donor.seq_id, slot.seq_id, -1, -1)
+            slot.tokens = donor.tokens[:cached]
+            slot.exact = cached
+        return slot, cached
 
     # -- one step --------------------------------------------------------------------------
-    def _plan(self) -> list[_Entry]:
-        """This step's batch: every decoding sequence's token, then prompt chunks."""
-        entries: list[_Entry] = []
+    def _plan(self) -> list[list[_Entry]]:
+        """This step's llama_decode calls: one with every generating sequence's token,
+        then one per prompt piece (whole aligned chunks, or up to the prompt's end)."""
+        generating: list[_Entry] = []
         prefilling: list[tuple[Slot, Sequence]] = []
         for slot in self.slots:
             seq = slot.running
             if seq is None:
                 continue
             if seq.next_token is not None:
-                entries.append(_Entry(slot, [seq.next_token], len(slot.tokens), prefill=False))
+                generating.append(_Entry(slot, [seq.next_token], len(slot.tokens), prefill=False))
             elif seq.evaluated < len(seq.prompt):
                 prefilling.append((slot, seq))
-        budget = PREFILL_WHILE_DECODING if entries else BATCH_TOKENS
+        calls = [generating] if generating else []
+        budget = PREFILL_WHILE_DECODING if generating else BATCH_TOKENS
         for slot, seq in sorted(prefilling, key=lambda pair: pair[1].started_ns):
             end = min(len(seq.prompt), seq.evaluated + budget)
             if end < len(seq.prompt):
                 end -= end % PREFIX_CHUNK  # stop on a chunk boundary
-            chunk = seq.prompt[seq.evaluated : end]
-            if not chunk:
+            if end <= seq.evaluated:
                 break
+            chunk = seq.prompt[seq.evaluated : end]
             done = end == len(seq.prompt)
-            entries.append(_Entry(slot, chunk, seq.evaluated, prefill=True, completes=done))
+            calls.append([_Entry(slot, chunk, seq.evaluated, prefill=True, completes=done)])
             budget -= len(chunk)
-        return entries
+        return calls
 
     def _decode(self, entries: list[_Entry]) -> None:
         batch = self._batch
@@ -364,7 +374,7 @@ class BatchLoop:
             for entry in entries:
                 llama_cpp.llama_memory_seq_rm(self._mem, entry.slot.seq_id, -1, -1)
                 entry.slot.tokens.clear()
-                entry.slot.aligned = 0
+                entry.slot.exact = 0
                 self._fail(entry.slot, error)
             return
         now_ns = time.perf_counter_ns()
@@ -374,9 +384,9 @@ class BatchLoop:
             slot.tokens.extend(entry.tokens)
             if entry.prefill:
                 seq.evaluated += len(entry.tokens)
+                slot.exact = len(slot.tokens) - len(slot.tokens) % PREFIX_CHUNK
                 if seq.evaluated < len(seq.prompt):
                     continue
-                slot.aligned = len(seq.prompt) - len(seq.prompt) % PREFIX_CHUNK
                 seq.first_ns = now_ns
             seq.next_token = None
             self._advance(slot, entry.index)
@@ -423,7 +433,7 @@ class BatchLoop:
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, keep, keep + discard)
         llama_cpp.llama_memory_seq_add(self._mem, slot.seq_id, keep + discard, -1, -discard)
         del slot.tokens[keep : keep + discard]
-        slot.aligned = 0  # shifted cells no longer equal a fresh evaluation
+        slot.exact = 0  # moved cells no longer equal a fresh evaluation
         log.info("%s: context full, shifted out %d tokens", self.name, discard)
         return True
 
@@ -462,8 +472,6 @@ class BatchLoop:
         seq.sampler.close()
         slot.running = None
         slot.last_used = time.monotonic()
-        if seq.evaluated < len(seq.prompt):  # stopped mid-prompt: keep whole chunks only
-            slot.aligned = len(slot.tokens) - len(slot.tokens) % PREFIX_CHUNK
 
     def _fail_running(self, error: LlmuxError) -> None:
         for slot in self.slots:

@@ -119,6 +119,7 @@ class LocalEngine:
             ),
             n_gpu_layers=load.num_gpu if load.num_gpu is not None else self.settings.num_gpu,
             n_slots=self._slots(record, info.kv_bytes_per_token * n_ctx),
+            flash_attn=self.settings.flash_attention,
         )  # fmt: skip
 
     def _slots(self, record: ModelRecord, kv_bytes_per_slot: int) -> int:

@@ -19,6 +19,7 @@ class LoadParams:
     n_threads: int
     n_gpu_layers: int
     n_slots: int = 1  # sequences decoded together (continuous batching)
+    flash_attn: bool = True  # llama.cpp's "auto": on where the backend supports it
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,11 @@ class LoadedModel:
         cparams.n_ctx = p.n_ctx * p.n_slots
         cparams.n_batch = BATCH_TOKENS
         cparams.n_ubatch = PREFIX_CHUNK
+        cparams.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+            if p.flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         cparams.n_seq_max = p.n_slots
         cparams.kv_unified = False  # one stream of cells per slot
         cparams.n_threads = cparams.n_threads_batch = p.n_threads
