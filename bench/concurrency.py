@@ -11,6 +11,11 @@ and per-request context:
 
     .venv/bin/python bench/concurrency.py [--levels 1,2,4,8,16] [--tokens 128] [--repeat 1]
 
+First, as a ceiling, it times raw llama.cpp in this process (llama-cpp-python's
+low-level API, no server): one llama_decode of N rows (one token of N sequences) against
+N=1, on the same model, threads and flash-attention setting. No server can beat that
+ratio on the machine.
+
 At each concurrency level N, N clients send one streamed chat request each at the same
 moment (different prompts and seeds, temperature 0.8, end tokens banned so every reply
 has exactly --tokens tokens). Aggregate tok/s = all completion tokens / wall time of the
@@ -76,9 +81,53 @@ async def level(url: str, n: int, tokens: int, bias: dict[str, float]) -> Level:
     )
 
 
+def raw_ceiling(levels: list[int], threads: int, steps: int = 32) -> dict[int, float]:
+    """Decode tokens/s of raw llama.cpp with N sequences per llama_decode call."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaContext, LlamaModel
+
+    from llmux.models.bundled import bundled_gguf
+
+    path = bundled_gguf()
+    assert path is not None
+    model = LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False)  # fmt: skip
+    params = llama_cpp.llama_context_default_params()
+    params.n_seq_max = max(levels)
+    params.n_ctx = 512 * max(levels)
+    params.n_batch = params.n_ubatch = 64
+    params.kv_unified = False
+    params.n_threads = params.n_threads_batch = threads
+    ctx = LlamaContext(model=model, params=params, verbose=False)
+    batch = llama_cpp.llama_batch_init(64, 0, 1)
+    mem = llama_cpp.llama_get_memory(ctx.ctx)
+
+    def decode(rows: list[tuple[int, int, int, bool]]) -> None:
+        batch.n_tokens = len(rows)
+        for i, (token, pos, seq, logits) in enumerate(rows):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos, 1
+            batch.seq_id[i][0], batch.logits[i] = seq, logits
+        assert llama_cpp.llama_decode(ctx.ctx, batch) == 0
+
+    rates: dict[int, list[float]] = {n: [] for n in levels}
+    for _ in range(3):  # interleaved, so drift hits every level alike
+        for n in levels:
+            for seq in range(n):
+                llama_cpp.llama_memory_seq_rm(mem, seq, -1, -1)
+                decode([(100 + i, i, seq, i == 39) for i in range(40)])
+            start = time.perf_counter()
+            for step in range(steps):
+                decode([(200 + step, 40 + step, seq, True) for seq in range(n)])
+            rates[n].append(n * steps / (time.perf_counter() - start))
+    llama_cpp.llama_batch_free(batch)
+    ctx.close()
+    model.close()
+    return {n: statistics.median(r) for n, r in rates.items()}
+
+
 def measure(run: Running, levels: list[int], tokens: int, bias: dict[str, float], repeat: int) -> list[Level]:  # fmt: skip
     """Every level ``repeat`` times, the levels interleaved so that drift in the
-    machine's speed hits all of them alike; keeps each level's median run."""
+    machine's speed hits all of them alike; keeps each level's median run (with an
+    even count, the lower of the two middle ones)."""
     asyncio.run(level(run.url, 1, 8, bias))  # warm up
     runs: dict[int, list[Level]] = {n: [] for n in levels}
     for _ in range(repeat):
@@ -87,7 +136,7 @@ def measure(run: Running, levels: list[int], tokens: int, bias: dict[str, float]
     out = []
     for n in levels:
         ordered = sorted(runs[n], key=lambda lv: lv.agg)
-        result = ordered[len(ordered) // 2]
+        result = ordered[(len(ordered) - 1) // 2]  # the median; the lower one of two
         print(
             f"  {run.name:>22}  N={n:<3} {result.agg:7.1f} tok/s  TTFT p50 {result.ttft_p50:6.2f}s"
             f"  p95 {result.ttft_p95:6.2f}s  max {result.ttft_max:6.2f}s"
@@ -111,6 +160,7 @@ def main() -> None:
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     bias = no_eos_bias()
+    ceiling = raw_ceiling(levels, args.threads)
     results: dict[str, list[Level]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
@@ -141,6 +191,11 @@ def main() -> None:
             print(
                 f"{n:>3} | {name:<22} | {r.agg:7.1f} | {r.ttft_p50:7.2f}s | {r.ttft_p95:7.2f}s | {r.ttft_max:7.2f}s"
             )
+    print("\nraw llama.cpp decode, N sequences per llama_decode (no server, no prompts):")
+    for n in levels:
+        print(
+            f"  N={n:<3} {ceiling[n]:7.1f} tok/s  = {ceiling[n] / ceiling[levels[0]]:.2f}x N={levels[0]}"
+        )
     print("\nratios (aggregate tok/s)")
     for i, n in enumerate(levels):
         parts = [f"llmux N={n} / llmux N=1: {ours[i].agg / ours[0].agg:.2f}x"]

@@ -38,14 +38,13 @@ def no_eos(vocab: Any) -> dict[str, int]:
 
 
 def stream_chat(
-    client: OpenAI, prompt: str, marks: dict[str, float] | None = None, **kw: Any
+    client: OpenAI, prompt: str | list[Any], marks: dict[str, float] | None = None, **kw: Any
 ) -> str:
     """Stream one chat reply; note when its first token and its end arrived."""
     marks = {} if marks is None else marks
     text = ""
-    stream = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": prompt}], stream=True, **kw
-    )
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    stream = client.chat.completions.create(model=MODEL, messages=messages, stream=True, **kw)
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             marks.setdefault("first", time.monotonic())
@@ -182,3 +181,50 @@ def test_deadline_ends_a_stream_with_an_error(one_slot: Server, no_eos: dict[str
         ]
     assert len(events) > 3, "tokens streamed before the deadline"
     assert '"error"' in events[-1] and "deadline" in events[-1]
+
+
+# -- flash attention off: output independent of batching and of the cache --------------------
+@pytest.fixture(scope="module")
+def exact(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("exact"),
+        extra_env={"LLMUX_NUM_PARALLEL": "4", "LLMUX_FLASH_ATTENTION": "false"},
+    )
+    yield srv
+    srv.stop()
+
+
+def test_prefix_copied_from_a_busy_slot_gives_the_solo_text(exact: Server, no_eos: dict[str, int]) -> None:  # fmt: skip
+    client = OpenAI(base_url=exact.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    system = f"[{time.time_ns()}] " + "You are a tutor for a school class; explain simply. " * 12
+
+    def ask(question: str, **kw: Any) -> Any:
+        return client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+            **kw,
+        )
+
+    poem = {"max_tokens": 40, "temperature": 1.0, "seed": 5, "logit_bias": no_eos}
+    solo = ask("Write a short poem about the sea.", **poem)
+    assert solo.usage is not None and solo.usage.prompt_tokens_details is not None
+    assert solo.usage.prompt_tokens_details.cached_tokens == 0
+
+    marks: dict[str, float] = {}
+    with ThreadPoolExecutor(1) as pool:
+        # another user with the same system prompt keeps a slot busy (it takes the slot
+        # that holds the prompt); the poem request then gets that prefix copied
+        essay_messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "Write an essay."},
+        ]
+        essay = pool.submit(
+            stream_chat, client, essay_messages, marks, max_tokens=200, logit_bias=no_eos
+        )
+        while "first" not in marks and not essay.done():
+            time.sleep(0.05)
+        batched = ask("Write a short poem about the sea.", **poem)
+        essay.result(timeout=300)
+    assert batched.usage is not None and batched.usage.prompt_tokens_details is not None
+    assert batched.usage.prompt_tokens_details.cached_tokens >= 128, "prefix not reused"
+    assert batched.choices[0].message.content == solo.choices[0].message.content
