@@ -229,8 +229,9 @@ class LocalEngine:
 
     # -- admission -------------------------------------------------------------------
     def _admit(self) -> None:
-        running = sum(m.params.n_slots for m in self._loaded.values()) or 1
-        if self._pending >= self.settings.max_queue + running:
+        slots = sum(m.params.n_slots for m in self._loaded.values())
+        slots = slots or self.settings.num_parallel or AUTO_SLOTS  # before the first load
+        if self._pending >= self.settings.max_queue + slots:
             raise ServerBusy("server busy, please try again. maximum pending requests exceeded")
         self._pending += 1
 
