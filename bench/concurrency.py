@@ -38,7 +38,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import Reply, Running, no_eos_bias, start_llmux, start_peer, stream_chat
+from servers import (
+    Reply,
+    Running,
+    each_server,
+    no_eos_bias,
+    start_llmux,
+    start_peer,
+    stream_chat,
+)
 
 TOPICS = ["a lighthouse", "a dragon", "the sea", "a robot", "a city at night", "a forest",
           "a lost key", "the moon"]  # fmt: skip
@@ -161,7 +169,6 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     bias = no_eos_bias()
     ceiling = raw_ceiling(levels, args.threads)
-    results: dict[str, list[Level]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         starters = [
@@ -170,13 +177,7 @@ def main() -> None:
         ]  # fmt: skip
         if not args.no_peer:
             starters.append(("llama_cpp.server", lambda: start_peer(home, Path(args.peer_venv), args.threads, args.ctx)))  # fmt: skip
-        for name, start in starters:
-            run = start()
-            run.name = name
-            try:
-                results[name] = measure(run, levels, args.tokens, bias, args.repeat)
-            finally:
-                run.stop()
+        results = each_server(starters, lambda run: measure(run, levels, args.tokens, bias, args.repeat))  # fmt: skip
     ours = results["llmux"]
     print(
         f"\nsmollm2:135m, {args.tokens} tokens per reply, {args.threads} threads, "

@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import Running, start_llmux, start_peer, stream_chat
+from servers import Running, each_server, start_llmux, start_peer, stream_chat
 
 QUESTIONS = [
     "Hello! Who are you?", "What is the capital of France?", "Name three colours.",
@@ -75,19 +75,12 @@ def main() -> None:
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--peer-venv", default=str(Path(tempfile.gettempdir()) / "llmux-bench-peer"))
     args = ap.parse_args()
-    results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         starters = [("llmux", lambda: start_llmux("llmux", home, args.threads, args.ctx))]
         if not args.no_peer:
             starters.append(("llama_cpp.server", lambda: start_peer(home, Path(args.peer_venv), args.threads, args.ctx)))  # fmt: skip
-        for name, start in starters:
-            run = start()
-            run.name = name
-            try:
-                results[name] = measure(run, args)
-            finally:
-                run.stop()
+        results = each_server(starters, lambda run: measure(run, args))
     print(
         f"\nsmollm2:135m, system prompt {args.system_words} words, {args.turns} turns, "
         f"{args.reply}-token greedy answers, {args.threads} threads, median of {args.runs} runs"

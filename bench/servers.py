@@ -14,9 +14,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from llmux.models.bundled import bundled_gguf  # noqa: E402
 
 MODEL = "smollm2:135m"
+T = TypeVar("T")
 LLAMA_CPP_VERSION = "0.3.36"
 
 
@@ -136,6 +138,21 @@ def start_peer(home: Path, venv: Path, threads: int, n_ctx: int) -> Running:
     return wait_ready(
         Running("llama_cpp.server", f"http://127.0.0.1:{port}", proc, log), "/v1/models"
     )
+
+
+def each_server(
+    starters: list[tuple[str, Callable[[], Running]]], measure: Callable[[Running], T]
+) -> dict[str, T]:
+    """Start each server in turn (never two at once), measure it, stop it."""
+    results: dict[str, T] = {}
+    for name, start in starters:
+        run = start()
+        run.name = name
+        try:
+            results[name] = measure(run)
+        finally:
+            run.stop()
+    return results
 
 
 @dataclass

@@ -82,11 +82,18 @@ def start_server(
     raise RuntimeError(f"server did not start in time:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("home"), extra_env={"LLMUX_KEEP_ALIVE": "30m"})
+def running_server(
+    tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]
+) -> Iterator[Server]:
+    """Body of a fixture: a server with its own home and ``env``, stopped afterwards."""
+    srv = start_server(tmp_path_factory.mktemp(name), extra_env=env)
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from running_server(tmp_path_factory, "home", {"LLMUX_KEEP_ALIVE": "30m"})
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ import ollama
 import pytest
 from openai import OpenAI
 
-from tests.conftest import MODEL, Server, start_server
+from tests.conftest import MODEL, Server, running_server
 
 pytestmark = pytest.mark.model
 
@@ -131,12 +131,9 @@ def test_context_shifts_when_num_predict_asks_for_more(server: Server, no_eos: d
 # -- one slot, short deadline -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(
-        tmp_path_factory.mktemp("one-slot"),
-        extra_env={"LLMUX_NUM_PARALLEL": "1", "LLMUX_REQUEST_TIMEOUT": "4"},
+    yield from running_server(
+        tmp_path_factory, "one-slot", {"LLMUX_NUM_PARALLEL": "1", "LLMUX_REQUEST_TIMEOUT": "4"}
     )
-    yield srv
-    srv.stop()
 
 
 def cancelled_counts(server: Server) -> list[int]:
@@ -186,12 +183,9 @@ def test_deadline_ends_a_stream_with_an_error(one_slot: Server, no_eos: dict[str
 # -- flash attention off: output independent of batching and of the cache --------------------
 @pytest.fixture(scope="module")
 def exact(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(
-        tmp_path_factory.mktemp("exact"),
-        extra_env={"LLMUX_NUM_PARALLEL": "4", "LLMUX_FLASH_ATTENTION": "false"},
+    yield from running_server(
+        tmp_path_factory, "exact", {"LLMUX_NUM_PARALLEL": "4", "LLMUX_FLASH_ATTENTION": "false"}
     )
-    yield srv
-    srv.stop()
 
 
 def test_prefix_copied_from_a_busy_slot_gives_the_solo_text(exact: Server, no_eos: dict[str, int]) -> None:  # fmt: skip

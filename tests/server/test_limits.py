@@ -8,19 +8,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import MODEL, Server, start_server
+from tests.conftest import MODEL, Server, running_server
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
 def small_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(
-        tmp_path_factory.mktemp("queue"),
-        extra_env={"LLMUX_MAX_QUEUE": "1", "LLMUX_NUM_PARALLEL": "1"},
-    )
-    yield srv
-    srv.stop()
+    env = {"LLMUX_MAX_QUEUE": "1", "LLMUX_NUM_PARALLEL": "1"}
+    yield from running_server(tmp_path_factory, "queue", env)
 
 
 SHORT = {
