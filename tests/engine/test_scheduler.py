@@ -1,0 +1,104 @@
+"""The scheduler in-process, on the bundled model: queue deadlines, cancelled waiters,
+prefix reuse across slots."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import llama_cpp
+import pytest
+from llama_cpp._internals import LlamaContext, LlamaModel
+
+from llmux.engine.batch import PREFIX_CHUNK, BatchLoop, Request
+from llmux.engine.jobs import DoneEvent, ErrorEvent, Event, Job, ResolvedSampling, TextEvent
+from llmux.errors import Timeout
+from llmux.models.bundled import bundled_gguf
+
+pytestmark = pytest.mark.model
+
+
+def make_loop(n_slots: int) -> BatchLoop:
+    path = bundled_gguf()
+    assert path is not None
+    model = LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False)  # fmt: skip
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_seq_max, params.kv_unified = 1024 * n_slots, n_slots, False
+    params.n_batch, params.n_ubatch = 512, PREFIX_CHUNK
+    params.n_threads = params.n_threads_batch = 2
+    return BatchLoop("test", model, LlamaContext(model=model, params=params, verbose=False), n_slots, 1024)  # fmt: skip
+
+
+@pytest.fixture()
+def one_slot() -> Iterator[BatchLoop]:
+    loop = make_loop(1)
+    yield loop
+    loop.close()
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    end: Event | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, TextEvent):
+            self.text += event.text
+        else:
+            self.end = event
+            self.done.set()
+
+
+def submit(loop: BatchLoop, prompt: str, num_predict: int, deadline: float | None = None) -> Reply:  # fmt: skip
+    """Greedy, with end tokens banned, so the reply has ``num_predict`` tokens."""
+    reply = Reply()
+    ends = {loop.model.token_eos(), *loop.model.tokenize(b"<|im_end|>", False, True)}
+    job = Job(
+        prompt=prompt,
+        sampling=ResolvedSampling(num_predict=num_predict, temperature=0),
+        logit_bias=tuple((t, -100.0) for t in ends),
+        deadline=deadline,
+    )
+    loop.submit(Request(job, reply.emit, reply.cancel))
+    return reply
+
+
+def test_a_queued_request_past_its_deadline_gets_a_timeout(one_slot: BatchLoop) -> None:
+    busy = submit(one_slot, "Write a long story.", 150)
+    late = submit(one_slot, "hi", 5, deadline=time.monotonic() + 0.3)
+    assert late.done.wait(60)
+    assert isinstance(late.end, ErrorEvent) and isinstance(late.end.error, Timeout)
+    assert not busy.done.is_set(), "the deadline was answered while the slot was still busy"
+    assert busy.done.wait(120) and isinstance(busy.end, DoneEvent)
+
+
+def test_a_cancelled_waiter_never_runs(one_slot: BatchLoop) -> None:
+    busy = submit(one_slot, "Write a long story.", 60)
+    gone = submit(one_slot, "hi", 5)
+    gone.cancel.set()
+    after = submit(one_slot, "hello", 3)
+    assert busy.done.wait(120) and after.done.wait(120)
+    assert not gone.done.is_set() and gone.text == ""
+
+
+def test_prefix_is_copied_from_a_busy_slot() -> None:
+    loop = make_loop(2)
+    try:
+        system = "You are a helpful tutor. Explain every idea simply. " * 20
+        first = submit(loop, system + "Write a long essay about rivers.", 120)
+        deadline = time.monotonic() + 120
+        while not first.text and time.monotonic() < deadline:
+            time.sleep(0.02)  # once it streams, its prompt is in its slot's cache
+        assert first.text and not first.done.is_set()
+        second = submit(loop, system + "What is 2 + 2?", 5)
+        assert second.done.wait(120) and isinstance(second.end, DoneEvent)
+        metrics = second.end.metrics
+        assert metrics.cached_tokens >= 3 * PREFIX_CHUNK
+        assert metrics.cached_tokens % PREFIX_CHUNK == 0
+        assert first.done.wait(120)
+    finally:
+        loop.close()
