@@ -1,8 +1,9 @@
 """The scheduler in-process, on the bundled model: queue deadlines, cancelled waiters,
-prefix reuse across slots."""
+prefix reuse across slots, embedding calls gathered into shared passes."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,16 @@ import pytest
 from llama_cpp._internals import LlamaContext, LlamaModel
 
 from llmux.engine.batch import PREFIX_CHUNK, BatchLoop, Request
-from llmux.engine.jobs import DoneEvent, ErrorEvent, Event, Job, ResolvedSampling, TextEvent
+from llmux.engine.jobs import (
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    Job,
+    LoadParams,
+    ResolvedSampling,
+    TextEvent,
+)
+from llmux.engine.runner import Embedder
 from llmux.errors import Timeout
 from llmux.models.bundled import bundled_gguf
 
@@ -102,3 +112,24 @@ def test_prefix_is_copied_from_a_busy_slot() -> None:
         assert first.done.wait(120)
     finally:
         loop.close()
+
+
+def test_concurrent_embedding_calls_share_passes() -> None:
+    path = bundled_gguf()
+    assert path is not None
+    embedder = Embedder("test", path, LoadParams(n_ctx=512, n_threads=2, n_gpu_layers=0))
+    texts = [["the cat sat"], ["a dog ran", "birds fly"], ["rain again"], ["sun"]]
+
+    async def run() -> tuple[list[tuple[list[list[float]], int]], list[tuple[list[list[float]], int]]]:  # fmt: skip
+        solo = [await embedder.embed(t, truncate=True) for t in texts]
+        passes = embedder.passes
+        together = await asyncio.gather(*(embedder.embed(t, truncate=True) for t in texts))
+        assert embedder.passes - passes <= 2, "concurrent calls were not gathered"
+        await embedder.close()
+        return solo, list(together)
+
+    solo, together = asyncio.run(run())
+    for (a, n_a), (b, n_b) in zip(solo, together, strict=True):
+        assert n_a == n_b and len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert max(abs(p - q) for p, q in zip(x, y, strict=True)) < 1e-3

@@ -191,6 +191,7 @@ class Embedder:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llmux-emb-{name}")
         self._pending: list[_EmbedCall] = []
         self._drain_task: asyncio.Task[None] | None = None
+        self.passes = 0  # embedding passes run; several calls can share one
 
     async def embed(self, texts: list[str], truncate: bool) -> tuple[list[list[float]], int]:
         loop = asyncio.get_running_loop()
@@ -204,6 +205,7 @@ class Embedder:
         loop = asyncio.get_running_loop()
         while self._pending:
             calls, self._pending = self._pending, []
+            self.passes += 1
             try:
                 results = await loop.run_in_executor(self._executor, self._run, calls)
             except Exception as exc:
