@@ -312,12 +312,13 @@ class BatchLoop:
             ids = running | {slot.seq_id}
             return sum(1 for i in ids if i - 1 not in ids)
 
+        reuse = {s.seq_id: reusable(s) for s in self.slots}
         free = [s for s in self.slots if s.running is None]
-        slot = max(free, key=lambda s: (reusable(s), -runs_with(s), -s.last_used))
-        cached = reusable(slot)
-        donor = max((s for s in self.slots if s is not slot), key=reusable, default=None)
-        if donor is not None and reusable(donor) > cached:
-            cached = reusable(donor)
+        slot = max(free, key=lambda s: (reuse[s.seq_id], -runs_with(s), -s.last_used))
+        cached = reuse[slot.seq_id]
+        donor = max(self.slots, key=lambda s: reuse[s.seq_id])
+        if reuse[donor.seq_id] > cached:
+            cached = reuse[donor.seq_id]
             # a copy between streams takes the whole stream; drop what isn't shared
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             llama_cpp.llama_memory_seq_cp(self._mem, donor.seq_id, slot.seq_id, -1, -1)

@@ -27,7 +27,7 @@ from llama_cpp import Llama
 from llama_cpp._internals import LlamaContext, LlamaModel
 
 from llmux.engine.batch import BATCH_TOKENS, PREFIX_CHUNK, BatchLoop, Request
-from llmux.engine.jobs import ErrorEvent, Event, Job, LoadParams, TextEvent
+from llmux.engine.jobs import Event, Job, LoadParams, TextEvent
 from llmux.errors import BackendError, InvalidRequest, LlmuxError
 
 log = logging.getLogger(__name__)
@@ -127,10 +127,6 @@ class LoadedModel:
                     return
         finally:
             cancel.set()  # a no-op once the reply is done; else frees the slot
-
-    @property
-    def waiting(self) -> int:
-        return self.batch.waiting if self.batch else 0
 
     # -- embeddings --------------------------------------------------------------------
     async def embed(self, texts: list[str], truncate: bool) -> tuple[list[list[float]], int]:
@@ -302,6 +298,3 @@ def quiet_llama_cpp() -> None:
 
 def default_threads() -> int:
     return max(1, os.cpu_count() or 1)
-
-
-__all__ = ["ErrorEvent", "Job", "LoadParams", "LoadedModel", "TextEvent", "default_threads"]
