@@ -1,12 +1,17 @@
-"""Shared fixtures: a real llmux server process on loopback with the bundled model."""
+"""Shared fixtures: a real llmux server process on loopback with the bundled model, and
+a fresh PostgreSQL database on the real server at 127.0.0.1:5432 (trust auth). Where no
+PostgreSQL runs, its cases skip, unless LLMUX_TEST_REQUIRE_PG=1 (CI sets it) makes that
+a failure."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,3 +117,35 @@ def vocab() -> object:
     path = bundled_gguf()
     assert path is not None
     return Llama(model_path=str(path), vocab_only=True, verbose=False)
+
+
+PG_ADMIN = os.environ.get("LLMUX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN.replace("postgresql://", "postgres://"), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A new, empty database for the session, dropped afterwards."""
+    name = f"llmux_test_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, ImportError) as exc:
+        if os.environ.get("LLMUX_TEST_REQUIRE_PG") == "1":
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
+    yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     )
     balance_currency: str = Field("CNY", description="currency GET /user/balance reports")
     balance_total: str = Field("0.00", description="balance GET /user/balance reports, as a string")
+    database_url: str | None = Field(
+        None,
+        description="conversation history database: sqlite:///PATH or postgresql://USER@HOST/DB;"
+        " default $LLMUX_HOME/llmux.db",
+    )
     log_level: str = "info"
 
     @field_validator("keep_alive")

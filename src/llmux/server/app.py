@@ -13,11 +13,14 @@ from llmux import __version__
 from llmux.config import Settings
 from llmux.engine.engine import LocalEngine
 from llmux.gateway import Gateway
+from llmux.history import ChatHistory
 from llmux.models.bundled import ensure_bundled
 from llmux.models.store import ModelStore
 from llmux.server.errors import install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, is_loopback, origin_regex
-from llmux.server.routes import deepseek, ollama, openai
+from llmux.server.routes import conversations, deepseek, ollama, openai, ui
+from llmux.storage.conversations import SqlConversations
+from llmux.storage.database import Database, database_url
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +29,21 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.home_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(database_url(settings.database_url, settings.home_dir))
+        await db.open()
         store = ModelStore(settings.models_dir)
         ensure_bundled(store, settings.bundled_model)
         engine = LocalEngine(store, settings)
         await engine.start()
         gateway = Gateway(store, engine, aliases=settings.aliases)
         app.state.gateway = gateway
+        app.state.history = ChatHistory(SqlConversations(db), gateway)
         log.info("llmux %s serving models from %s", __version__, store.root)
         try:
             yield
         finally:
             await gateway.aclose()
+            await db.aclose()
 
     app = FastAPI(
         title="llmux", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
@@ -46,6 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ollama.router)
     app.include_router(openai.router)
     app.include_router(deepseek.router)
+    app.include_router(conversations.router)
+    app.include_router(ui.router)
     host, _ = settings.bind
     app.add_middleware(
         Guard,

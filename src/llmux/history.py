@@ -1,0 +1,166 @@
+"""Conversation turns: history assembled on the server, replies streamed and stored.
+
+:class:`ChatHistory` sits beside the :class:`~llmux.gateway.Gateway`. A turn stores the
+user's message, builds the request from the conversation's system prompt and every
+stored message, streams the reply through the gateway (policies included) and stores
+it when it ends. A reply cut short (client gone, stop pressed, model failure) is stored
+with what was generated, marked ``partial``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from llmux.core.chunks import ChatChunk
+from llmux.core.request import ChatRequest, RequestContext
+from llmux.errors import InvalidRequest
+from llmux.gateway import Gateway
+from llmux.protocols.conversations import MessageBody, ReplyBody, title_from
+from llmux.protocols.ollama import convert
+from llmux.protocols.ollama.wire import ChatBody, WireMessage
+from llmux.storage.conversations import (
+    Conversation,
+    ConversationRepository,
+    NewMessage,
+    StoredMessage,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Turn:
+    """One reply being generated; ``message_id`` is set once it is stored."""
+
+    conversation_id: str
+    model: str
+    chunks: AsyncIterator[ChatChunk] = field(init=False)
+    message_id: int | None = None
+
+
+class ChatHistory:
+    def __init__(self, repo: ConversationRepository, gateway: Gateway) -> None:
+        self.repo = repo
+        self.gateway = gateway
+
+    async def send(self, ctx: RequestContext, conversation_id: str, body: MessageBody) -> Turn:
+        conv = await self.repo.get(conversation_id)
+        model = self._model(conv, body)
+        history = await self.repo.messages(conversation_id)
+        wire = [*self._wire_history(conv, history)]
+        wire.append(WireMessage(role="user", content=body.content, images=body.images))
+        request = self._request(model, wire, body)  # bad options fail before anything is stored
+        await self.repo.append(
+            conversation_id,
+            NewMessage(role="user", content=body.content, model=model),
+            title_if_empty=title_from(body.content),
+        )
+        return await self._start(ctx, conv, model, request)
+
+    async def regenerate(self, ctx: RequestContext, conversation_id: str, body: ReplyBody) -> Turn:
+        conv = await self.repo.get(conversation_id)
+        model = self._model(conv, body)
+        history = await self.repo.messages(conversation_id)
+        last = history[-1] if history else None
+        if last is not None and last.role == "assistant":
+            history = history[:-1]
+        if not history or history[-1].role != "user":
+            raise InvalidRequest("nothing to regenerate: the conversation has no user message")
+        request = self._request(model, list(self._wire_history(conv, history)), body)
+        if last is not None and last.role == "assistant":
+            await self.repo.delete_message(conversation_id, last.id)
+        return await self._start(ctx, conv, model, request)
+
+    def _model(self, conv: Conversation, body: ReplyBody) -> str:
+        name = body.model or conv.model
+        if not name:
+            raise InvalidRequest(
+                "no model: pass `model`, or set one on the conversation", param="model"
+            )
+        resolved = self.gateway.resolve_name(name)
+        self.gateway.engine.record(resolved)  # unknown model: 404 before anything is stored
+        return resolved
+
+    @staticmethod
+    def _wire_history(conv: Conversation, history: list[StoredMessage]) -> list[WireMessage]:
+        out = [WireMessage(role="system", content=conv.system)] if conv.system else []
+        out += [WireMessage(role=m.role, content=m.content) for m in history if m.content]
+        return out
+
+    @staticmethod
+    def _request(model: str, messages: list[WireMessage], body: ReplyBody) -> ChatRequest:
+        chat = ChatBody(
+            model=model,
+            messages=messages,
+            options=body.options,
+            stream=body.stream,
+            think=body.think,
+            format=body.format,
+            keep_alive=body.keep_alive,
+        )
+        return convert.chat_to_core(chat)
+
+    async def _start(
+        self, ctx: RequestContext, conv: Conversation, model: str, request: ChatRequest
+    ) -> Turn:
+        if model != conv.model:
+            await self.repo.update(conv.id, model=model)
+        turn = Turn(conversation_id=conv.id, model=model)
+        turn.chunks = self._record(turn, self.gateway.chat(ctx, request))
+        return turn
+
+    async def _record(
+        self, turn: Turn, chunks: AsyncIterator[ChatChunk]
+    ) -> AsyncIterator[ChatChunk]:
+        content: list[str] = []
+        thinking: list[str] = []
+        saved = False
+        try:
+            async for chunk in chunks:
+                content.append(chunk.content)
+                thinking.append(chunk.thinking)
+                if chunk.done:
+                    m = chunk.metrics
+                    turn.message_id = await self._save(
+                        turn,
+                        NewMessage(
+                            role="assistant",
+                            content="".join(content),
+                            thinking="".join(thinking),
+                            model=turn.model,
+                            done_reason=chunk.done_reason,
+                            prompt_tokens=m.prompt_tokens if m else None,
+                            completion_tokens=m.completion_tokens if m else None,
+                        ),
+                    )
+                    saved = True
+                yield chunk
+        finally:
+            if not saved and (any(content) or any(thinking)):
+                partial = NewMessage(
+                    role="assistant",
+                    content="".join(content),
+                    thinking="".join(thinking),
+                    model=turn.model,
+                    partial=True,
+                )
+                with anyio.CancelScope(shield=True):
+                    await self._save(turn, partial)
+
+    async def _save(self, turn: Turn, message: NewMessage) -> int | None:
+        try:
+            stored = await self.repo.append(turn.conversation_id, message)
+        except Exception:
+            log.exception("could not store the reply in conversation %s", turn.conversation_id)
+            return None
+        return stored.id
+
+
+def reply_fields(turn: Turn) -> dict[str, Any]:
+    """What the final line of a reply adds to ``/api/chat``'s object."""
+    return {"conversation_id": turn.conversation_id, "message_id": turn.message_id}

@@ -1,0 +1,125 @@
+"""The conversations extension: ``/api/conversations`` (see docs/conversations.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import JSONResponse, Response
+
+from llmux.core.chunks import ChatChunk
+from llmux.errors import InvalidRequest
+from llmux.history import ChatHistory, Turn, reply_fields
+from llmux.protocols import conversations as wire
+from llmux.protocols.ollama import stream as render
+from llmux.server import deps
+from llmux.server.body import parse_body
+from llmux.server.streaming import ollama_reply
+
+router = APIRouter(prefix="/api/conversations", tags=["conversations"])
+
+
+def history(request: Request) -> ChatHistory:
+    h: ChatHistory = request.app.state.history
+    return h
+
+
+@router.post("", status_code=201)
+async def create(request: Request) -> JSONResponse:
+    body = await parse_body(request, wire.CreateBody)
+    h = history(request)
+    model = h.gateway.resolve_name(body.model) if body.model else ""
+    if model:
+        h.gateway.engine.record(model)  # 404 for an unknown model
+    conv = await h.repo.create(title=body.title.strip(), model=model, system=body.system)
+    return JSONResponse(wire.conversation_object(conv), status_code=201)
+
+
+@router.get("")
+async def find(
+    request: Request,
+    q: str = "",
+    limit: int = Query(50, ge=1, le=200),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    found = await history(request).repo.find(query=q, limit=limit, offset=offset)
+    return {"conversations": [wire.conversation_object(c) for c in found]}
+
+
+@router.get("/{conversation_id}")
+async def get(request: Request, conversation_id: str) -> dict[str, Any]:
+    repo = history(request).repo
+    conv = await repo.get(conversation_id)
+    return wire.conversation_object(conv, await repo.messages(conversation_id))
+
+
+@router.patch("/{conversation_id}")
+async def patch(request: Request, conversation_id: str) -> dict[str, Any]:
+    body = await parse_body(request, wire.PatchBody)
+    h = history(request)
+    fields = body.model_dump(include={"title", "model", "system"}, exclude_none=True)
+    if fields.get("title") is not None:
+        fields["title"] = fields["title"].strip()
+    if fields.get("model"):
+        fields["model"] = h.gateway.resolve_name(fields["model"])
+        h.gateway.engine.record(fields["model"])
+    return wire.conversation_object(await h.repo.update(conversation_id, **fields))
+
+
+@router.delete("/{conversation_id}", status_code=204)
+async def remove(request: Request, conversation_id: str) -> Response:
+    await history(request).repo.delete(conversation_id)
+    return Response(status_code=204)
+
+
+@router.post("/{conversation_id}/messages")
+async def send(request: Request, conversation_id: str) -> Response:
+    body = await parse_body(request, wire.MessageBody)
+    turn = await history(request).send(deps.context(request, "ollama"), conversation_id, body)
+    return await reply(turn, body.stream)
+
+
+@router.post("/{conversation_id}/regenerate")
+async def regenerate(request: Request, conversation_id: str) -> Response:
+    raw = await request.body()
+    body = await parse_body(request, wire.ReplyBody) if raw.strip() else wire.ReplyBody()
+    turn = await history(request).regenerate(deps.context(request, "ollama"), conversation_id, body)
+    return await reply(turn, body.stream)
+
+
+async def reply(turn: Turn, stream: bool) -> Response:
+    def line(chunk: ChatChunk) -> dict[str, Any]:
+        out = render.chat_object(chunk, turn.model)
+        if chunk.done:
+            out.update(reply_fields(turn))
+        return out
+
+    return await ollama_reply(turn.chunks, line, stream)
+
+
+@router.get("/{conversation_id}/export")
+async def export(request: Request, conversation_id: str, format: str = "markdown") -> Response:
+    kind: Literal["markdown", "json"]
+    if format in ("markdown", "md"):
+        kind = "markdown"
+    elif format == "json":
+        kind = "json"
+    else:
+        raise InvalidRequest(
+            f"unknown export format {format!r}: use markdown or json", param="format"
+        )
+    repo = history(request).repo
+    conv = await repo.get(conversation_id)
+    messages = await repo.messages(conversation_id)
+    if kind == "json":
+        text, media, ext = wire.export_json(conv, messages), "application/json", "json"
+    else:
+        text, media, ext = (
+            wire.export_markdown(conv, messages),
+            "text/markdown; charset=utf-8",
+            "md",
+        )
+    name = wire.export_filename(conv, ext)
+    return Response(
+        text, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )

@@ -1,0 +1,113 @@
+"""Numbered schema migrations, SQLite and PostgreSQL side by side.
+
+Each migration is a list of statements per dialect, applied once in order inside one
+transaction and recorded in ``schema_migrations``. A migration is never edited after it
+has shipped; a change to the schema is a new migration at the end of :data:`MIGRATIONS`.
+Full-text search is dialect-specific: an FTS5 index kept by triggers on SQLite, a
+generated ``tsvector`` column with a GIN index on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Connection, text
+
+Migration = dict[str, list[str]]
+
+_CONVERSATIONS_V1 = """
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    system TEXT NOT NULL DEFAULT '',
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    message_count INTEGER NOT NULL DEFAULT 0
+)"""
+
+_MESSAGES_COLUMNS = """
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL DEFAULT '',
+    thinking TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    created_at DOUBLE PRECISION NOT NULL,
+    partial BOOLEAN NOT NULL DEFAULT FALSE,
+    done_reason TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER"""
+
+_COMMON_INDEXES = [
+    "CREATE INDEX conversations_updated ON conversations (updated_at DESC)",
+    "CREATE INDEX messages_conversation ON messages (conversation_id, id)",
+]
+
+MIGRATIONS: list[Migration] = [
+    {
+        "sqlite": [
+            _CONVERSATIONS_V1,
+            f"CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT,{_MESSAGES_COLUMNS})",
+            *_COMMON_INDEXES,
+            "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', "
+            "content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+            "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+            "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END",
+            "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+            "INSERT INTO messages_fts(messages_fts, rowid, content) "
+            "VALUES ('delete', old.id, old.content); END",
+            "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
+            "INSERT INTO messages_fts(messages_fts, rowid, content) "
+            "VALUES ('delete', old.id, old.content); "
+            "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END",
+            "CREATE VIRTUAL TABLE conversations_fts USING fts5(title, content='conversations', "
+            "content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')",
+            "CREATE TRIGGER conversations_fts_insert AFTER INSERT ON conversations BEGIN "
+            "INSERT INTO conversations_fts(rowid, title) VALUES (new.rowid, new.title); END",
+            "CREATE TRIGGER conversations_fts_delete AFTER DELETE ON conversations BEGIN "
+            "INSERT INTO conversations_fts(conversations_fts, rowid, title) "
+            "VALUES ('delete', old.rowid, old.title); END",
+            "CREATE TRIGGER conversations_fts_update AFTER UPDATE OF title ON conversations "
+            "BEGIN INSERT INTO conversations_fts(conversations_fts, rowid, title) "
+            "VALUES ('delete', old.rowid, old.title); "
+            "INSERT INTO conversations_fts(rowid, title) VALUES (new.rowid, new.title); END",
+        ],
+        "postgresql": [
+            _CONVERSATIONS_V1.replace(
+                "message_count INTEGER NOT NULL DEFAULT 0",
+                "message_count INTEGER NOT NULL DEFAULT 0,\n    search tsvector GENERATED "
+                "ALWAYS AS (to_tsvector('simple', title)) STORED",
+            ),
+            "CREATE TABLE messages (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            f"{_MESSAGES_COLUMNS},\n    search tsvector GENERATED ALWAYS AS "
+            "(to_tsvector('simple', content)) STORED)",
+            *_COMMON_INDEXES,
+            "CREATE INDEX messages_search ON messages USING GIN (search)",
+            "CREATE INDEX conversations_search ON conversations USING GIN (search)",
+        ],
+    },
+]
+
+
+def migrate(conn: Connection, dialect: str) -> int:
+    """Apply every migration not yet recorded; return the schema version."""
+    conn.execute(
+        text(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+    )
+    if dialect == "postgresql":
+        # replicas starting together: one migrates, the others wait for it
+        conn.execute(text("SELECT pg_advisory_xact_lock(7419020011)"))
+    done = {row[0] for row in conn.execute(text("SELECT version FROM schema_migrations"))}
+    for version, migration in enumerate(MIGRATIONS, start=1):
+        if version in done:
+            continue
+        for statement in migration[dialect]:
+            conn.exec_driver_sql(statement)
+        conn.execute(
+            text("INSERT INTO schema_migrations (version, applied_at) VALUES (:v, :t)"),
+            {"v": version, "t": time.time()},
+        )
+    return len(MIGRATIONS)
