@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from llmux.errors import NotFound
-from llmux.storage.conversations import NewMessage, SqlConversations, search_terms
+from llmux.storage import conversations as store
+from llmux.storage.conversations import NewMessage, SqlConversations, search_terms, snippet
 from llmux.storage.database import Database
 
 pytestmark = pytest.mark.anyio
@@ -120,3 +121,33 @@ async def test_migrations_run_once(db: Database) -> None:
 def test_search_terms_are_words() -> None:
     assert search_terms('Hello, "world"* OR café') == ["hello", "world", "or", "café"]
     assert search_terms("  ;--  ") == []
+
+
+@pytest.mark.parametrize("probe", [1000, 2], ids=["sparse", "dense"])
+async def test_search_ranks_the_newest_match_first_and_pages(
+    db: Database, probe: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both search paths: all matches read at once, and newest first in batches (a probe
+    of 2 makes "common" a common word here)."""
+    monkeypatch.setattr(store, "PROBE", probe)
+    repo = SqlConversations(db)
+    made = []
+    for i in range(6):
+        conv = await repo.create(title=f"chat {i}")
+        await repo.append(conv.id, NewMessage("user", f"common word number {i}"))
+        made.append(conv.id)
+    titled = await repo.create(title="common in the title only")
+    # an old conversation gets a new matching message: it moves to the top
+    await repo.append(made[0], NewMessage("assistant", "another common reply"))
+    order = [c.id for c in await repo.find(query="common", limit=10)]
+    assert order == [made[0], titled.id, *reversed(made[1:])]
+    pages = [[c.id for c in await repo.find(query="common", limit=3, offset=o)] for o in (0, 3, 6)]
+    assert [c for page in pages for c in page] == order
+    assert (await repo.find(query="common", limit=1))[0].snippet == "another common reply"
+
+
+def test_snippets_centre_on_the_first_match() -> None:
+    text = " ".join(f"w{i}" for i in range(40)) + " Lighthouse keepers " + "end " * 20
+    cut = snippet(text, ["lighthouse"])
+    assert cut.startswith("…") and cut.endswith("…") and "Lighthouse" in cut
+    assert snippet("short text", ["zzz"]) == "short text"

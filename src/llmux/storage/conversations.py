@@ -24,7 +24,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    bindparam,
     delete,
     insert,
     select,
@@ -37,6 +36,7 @@ from llmux.errors import NotFound
 from llmux.storage.database import Database
 
 MAX_SEARCH_TERMS = 16
+PROBE = 1000  # matching messages read per query while searching
 
 _meta = MetaData()
 conversations = Table(
@@ -197,19 +197,59 @@ class SqlConversations:
     async def _search(
         self, conn: AsyncConnection, terms: list[str], limit: int, offset: int
     ) -> list[Conversation]:
+        """Conversations whose newest match is newest come first.
+
+        A capped probe fetches the matching messages in index order. Under the cap it
+        holds them all; at the cap the word is common, and the messages are then read
+        newest first in batches until ``offset + limit`` conversations are found, so a
+        word in most messages costs about as much as a rare one.
+        """
         sql = _SEARCH[self.db.dialect]
-        params: dict[str, Any] = {"q": _match_expression(self.db.dialect, terms)}
-        rows = (
-            await conn.execute(text(sql.matches), {**params, "limit": limit, "offset": offset})
-        ).all()
-        if not rows:
+        q: dict[str, Any] = {"q": _match_expression(self.db.dialect, terms)}
+        ranked: dict[str, float] = {}
+        for cid, updated in await conn.execute(text(sql.titles), q):
+            ranked[cid] = updated
+        newest: dict[str, tuple[float, int]] = {}  # conversation -> newest matching message
+
+        def take(rows: Sequence[Any]) -> None:
+            for cid, message_id, created in rows:
+                if cid not in newest or newest[cid][1] < message_id:
+                    newest[cid] = (created, message_id)
+
+        probe = (await conn.execute(text(sql.messages + " LIMIT :n"), {**q, "n": PROBE})).all()
+        take(probe)
+        if len(probe) >= PROBE:
+            newest.clear()
+            before = 2**62
+            while len(newest) < offset + limit:
+                batch = (
+                    await conn.execute(text(sql.newest_before), {**q, "before": before, "n": PROBE})
+                ).all()
+                take(batch)
+                if len(batch) < PROBE:
+                    break
+                before = batch[-1][1]
+        for cid, (created, _) in newest.items():
+            ranked[cid] = max(ranked.get(cid, created), created)
+        page = sorted(ranked, key=lambda cid: ranked[cid], reverse=True)[offset : offset + limit]
+        if not page:
             return []
-        ids = [r[0] for r in rows]
-        snippets: dict[str, str] = {}
-        stmt = text(sql.snippets).bindparams(bindparam("ids", expanding=True))
-        for cid, snippet in await conn.execute(stmt, {**params, "ids": ids}):
-            snippets.setdefault(cid, snippet)
-        return [_conversation(r, snippets.get(r[0])) for r in rows]
+        rows = await conn.execute(
+            select(*_CONVERSATION_COLUMNS).where(conversations.c.id.in_(page))
+        )
+        by_id = {r[0]: r for r in rows}
+        message_ids = [newest[c][1] for c in page if c in newest]
+        snippets: dict[int, str] = {}
+        if message_ids:
+            found = await conn.execute(
+                select(messages.c.id, messages.c.content).where(messages.c.id.in_(message_ids))
+            )
+            snippets = {mid: snippet(content, terms) for mid, content in found}
+        return [
+            _conversation(by_id[c], snippets.get(newest[c][1]) if c in newest else None)
+            for c in page
+            if c in by_id
+        ]
 
     async def update(self, conversation_id: str, **fields: str) -> Conversation:
         values = {k: v for k, v in fields.items() if k in ("title", "model", "system")}
@@ -327,42 +367,54 @@ def _conversation(row: Sequence[Any], snippet: str | None = None) -> Conversatio
     )
 
 
+def snippet(content: str, terms: Sequence[str], width: int = 12) -> str:
+    """About ``width`` words of ``content`` around the first word a term starts."""
+    words = content.split()
+    at = next(
+        (i for i, w in enumerate(words) if any(t in w.lower() for t in terms)),
+        0,
+    )
+    start = max(0, at - width // 3)
+    piece = " ".join(words[start : start + width])
+    return ("…" if start else "") + piece + ("…" if start + width < len(words) else "")
+
+
 @dataclass(frozen=True, slots=True)
 class _SearchSql:
-    matches: str
-    snippets: str
+    titles: str  # (conversation id, updated_at) whose title matches
+    messages: str  # (conversation id, message id, created_at) that match, in index order
+    newest_before: str  # the same, below message id :before, newest first, :n of them
 
 
-_COLUMNS = "c.id, c.title, c.model, c.system, c.created_at, c.updated_at, c.message_count"
 _SEARCH = {
     "sqlite": _SearchSql(
-        matches=f"""
-            SELECT {_COLUMNS} FROM conversations c
-            WHERE c.rowid IN (SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH :q)
-               OR c.id IN (SELECT m.conversation_id FROM messages_fts
-                           JOIN messages m ON m.id = messages_fts.rowid
-                           WHERE messages_fts MATCH :q)
-            ORDER BY c.updated_at DESC LIMIT :limit OFFSET :offset""",
-        snippets="""
-            SELECT m.conversation_id, snippet(messages_fts, 0, '', '', '…', 12)
+        titles="""
+            SELECT c.id, c.updated_at FROM conversations c WHERE c.rowid IN
+                (SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH :q)""",
+        messages="""
+            SELECT m.conversation_id, m.id, m.created_at
             FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
-            WHERE messages_fts MATCH :q AND m.conversation_id IN :ids
-            ORDER BY m.id DESC""",
+            WHERE messages_fts MATCH :q""",
+        newest_before="""
+            SELECT m.conversation_id, m.id, m.created_at
+            FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
+            WHERE messages_fts MATCH :q AND messages_fts.rowid < :before
+            ORDER BY messages_fts.rowid DESC LIMIT :n""",
     ),
     "postgresql": _SearchSql(
-        matches=f"""
-            SELECT {_COLUMNS} FROM conversations c
-            WHERE c.search @@ to_tsquery('simple', :q)
-               OR c.id IN (SELECT m.conversation_id FROM messages m
-                           WHERE m.search @@ to_tsquery('simple', :q))
-            ORDER BY c.updated_at DESC LIMIT :limit OFFSET :offset""",
-        snippets="""
-            SELECT DISTINCT ON (m.conversation_id) m.conversation_id,
-                   ts_headline('simple', m.content, to_tsquery('simple', :q),
-                               'StartSel="", StopSel="", MaxWords=14, MinWords=5')
-            FROM messages m
-            WHERE m.conversation_id IN :ids AND m.search @@ to_tsquery('simple', :q)
-            ORDER BY m.conversation_id, m.id DESC""",
+        titles="""
+            SELECT c.id, c.updated_at FROM conversations c
+            WHERE c.search @@ to_tsquery('simple', :q)""",
+        messages="""
+            SELECT m.conversation_id, m.id, m.created_at FROM messages m
+            WHERE m.search @@ to_tsquery('simple', :q)""",
+        # known to be a common word here: "IS TRUE" keeps the planner off the GIN index
+        # (it can't order, and it underestimates prefix matches), so it walks the
+        # primary key backwards and stops at :n matches
+        newest_before="""
+            SELECT m.conversation_id, m.id, m.created_at FROM messages m
+            WHERE (m.search @@ to_tsquery('simple', :q)) IS TRUE AND m.id < :before
+            ORDER BY m.id DESC LIMIT :n""",
     ),
 }
 
