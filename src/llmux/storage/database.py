@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from llmux.errors import LlmuxError
@@ -52,7 +52,13 @@ class Database:
         if self.dialect == "postgresql":
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         else:
-            Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(url.database or "").parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LlmuxError(
+                    f"cannot create {folder} for the history database: {exc}"
+                ) from None
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -66,9 +72,10 @@ class Database:
                 f"the driver for {self.dialect} is not installed ({exc}); "
                 "install it with `pip install 'llmux[postgres]'`"
             ) from None
-        except OSError as exc:
+        except (OSError, SQLAlchemyError) as exc:
+            reason = getattr(exc, "orig", None) or exc
             raise LlmuxError(
-                f"could not open the database at {redacted(self.url)}: {exc}"
+                f"could not open the database at {redacted(self.url)}: {reason}"
             ) from None
         log.info("history database %s (schema version %d)", redacted(self.url), version)
 
