@@ -1,0 +1,112 @@
+// The server API the UI uses: the model list and the conversations extension
+// (docs/conversations.md). URLs are relative to the page (/ui/ -> ../api/...), so the
+// UI also works behind a reverse proxy that adds a path prefix.
+
+export class ApiError extends Error {
+  constructor(message, status = 0) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+  }
+}
+
+const url = (path) => new URL(`../${path}`, document.baseURI).toString();
+
+async function errorFrom(response) {
+  let message = `${response.status} ${response.statusText}`.trim();
+  try {
+    const body = await response.json();
+    const err = body?.error;
+    if (typeof err === "string") message = err;
+    else if (err && typeof err.message === "string") message = err.message;
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new ApiError(message, response.status);
+}
+
+async function request(method, path, { body, signal } = {}) {
+  let response;
+  try {
+    response = await fetch(url(path), {
+      method,
+      signal,
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiError("cannot reach the llmux server; is it still running?");
+  }
+  if (!response.ok) throw await errorFrom(response);
+  return response;
+}
+
+async function json(method, path, options) {
+  const response = await request(method, path, options);
+  return response.status === 204 ? null : response.json();
+}
+
+const conv = (id) => `api/conversations/${encodeURIComponent(id)}`;
+
+export const api = {
+  version: async () => (await json("GET", "api/version")).version ?? "",
+  models: async () => (await json("GET", "api/tags")).models ?? [],
+  list: async (q = "", { signal } = {}) => {
+    const query = new URLSearchParams({ limit: "100" });
+    if (q) query.set("q", q);
+    return (await json("GET", `api/conversations?${query}`, { signal })).conversations ?? [];
+  },
+  create: (fields) => json("POST", "api/conversations", { body: fields }),
+  get: (id) => json("GET", conv(id)),
+  update: (id, fields) => json("PATCH", conv(id), { body: fields }),
+  remove: (id) => json("DELETE", conv(id)),
+  async export(id, format) {
+    const response = await request("GET", `${conv(id)}/export?format=${format}`);
+    const disposition = response.headers.get("Content-Disposition") ?? "";
+    const name = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition)?.[1];
+    return { blob: await response.blob(), filename: name ? decodeURIComponent(name) : null };
+  },
+  /** Stream a reply: yields the NDJSON objects of /api/chat, throws ApiError on an error line. */
+  send: (id, body, signal) => stream(`${conv(id)}/messages`, body, signal),
+  regenerate: (id, body, signal) => stream(`${conv(id)}/regenerate`, body, signal),
+};
+
+async function* stream(path, body, signal) {
+  const response = await request("POST", path, { body: { ...body, stream: true }, signal });
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let finished = false;
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      finished = done;
+      buffer += decoder.decode(value ?? new Uint8Array(), { stream: !done });
+      let newline;
+      while ((newline = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, newline).trim();
+        buffer = buffer.slice(newline + 1);
+        if (line) yield parseLine(line);
+      }
+      if (done) break;
+    }
+    if (buffer.trim()) yield parseLine(buffer.trim());
+  } finally {
+    // the consumer stopped early or a line was an error: stop the download too
+    if (!finished) reader.cancel().catch(() => {});
+    else reader.releaseLock();
+  }
+}
+
+function parseLine(line) {
+  let obj;
+  try {
+    obj = JSON.parse(line);
+  } catch {
+    throw new ApiError(`the server sent a line that is not JSON: ${line.slice(0, 80)}`);
+  }
+  if (obj && typeof obj.error === "string") throw new ApiError(obj.error);
+  if (obj && obj.error && typeof obj.error.message === "string") throw new ApiError(obj.error.message);
+  return obj;
+}
