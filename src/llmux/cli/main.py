@@ -1,63 +1,36 @@
 """The ``llmux`` command. ``serve`` runs the server; the other commands talk to it over
-HTTP at ``LLMUX_HOST`` (default 127.0.0.1:11434), as Ollama's CLI does with OLLAMA_HOST."""
+HTTP through the SDK (``llmux.client``) at ``LLMUX_HOST`` (default 127.0.0.1:11434), as
+Ollama's CLI does with OLLAMA_HOST. See docs/cli.md."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
-import httpx
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from llmux import __version__
-from llmux.config import Settings, load_settings, parse_host
+from llmux.cli import conversations
+from llmux.cli.common import (
+    ConfigOpt,
+    OptionOpt,
+    SystemOpt,
+    client,
+    err,
+    fail,
+    out,
+    parse_options,
+    sdk_errors,
+    settings,
+)
+from llmux.config import parse_host
 
 app = typer.Typer(
     help="llmux: one server for the Ollama, OpenAI and DeepSeek APIs.", no_args_is_help=True
 )
-err = Console(stderr=True, soft_wrap=True)
-out = Console()
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file (or LLMUX_CONFIG)")
-]
-
-
-def _settings(config: Path | None = None, **overrides: Any) -> Settings:
-    try:
-        return load_settings(config, **overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        fail(f"invalid settings ({problems}); see docs/configuration.md")
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-
-
-def fail(message: str) -> NoReturn:
-    err.print(f"[red]Error:[/red] {message}")
-    raise typer.Exit(1)
-
-
-def _get(settings: Settings, path: str) -> Any:
-    try:
-        r = httpx.get(settings.base_url + path, timeout=30)
-    except httpx.HTTPError:
-        fail(f"could not reach llmux at {settings.base_url}; start it with `llmux serve`")
-    if r.status_code >= 400:
-        try:
-            message = r.json().get("error", r.text)
-        except ValueError:
-            message = r.text
-        fail(str(message))
-    return r.json()
+app.add_typer(conversations.app, name="conversations")
 
 
 @app.command()
@@ -74,7 +47,7 @@ def serve(
 
     from llmux.server.app import create_app
 
-    base = _settings(config, log_level=log_level)
+    base = settings(config, log_level=log_level)
     bind_host, bind_port = base.bind
     if host:
         try:
@@ -84,52 +57,53 @@ def serve(
         has_port = host.count(":") == 1 or "]:" in host
         bind_host, bind_port = given[0], given[1] if has_port else bind_port
     bind_port = port or bind_port
-    settings = base.model_copy(
+    configured = base.model_copy(
         update={
             "host": f"{bind_host}:{bind_port}"
             if ":" not in bind_host
             else f"[{bind_host}]:{bind_port}"
         }
     )
-    level = settings.log_level.upper()
+    level = configured.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     err.print(f"llmux {__version__} listening on http://{bind_host}:{bind_port}")
     uvicorn.run(
-        create_app(settings),
+        create_app(configured),
         host=bind_host,
         port=bind_port,
-        log_level=settings.log_level.lower(),
+        log_level=configured.log_level.lower(),
         timeout_graceful_shutdown=10,
     )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.0f} MB"
+
+
+def _when(value: object) -> str:
+    return str(value)[:19]
 
 
 @app.command("list")
 def list_models(config: ConfigOpt = None) -> None:
     """List installed models."""
-    data = _get(_settings(config), "/api/tags")
+    with sdk_errors(), client(config) as c:
+        models = c.list().models
     table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None)
-    for m in data.get("models", []):
-        table.add_row(
-            m["name"],
-            m["digest"][:12],
-            f"{m['size'] / 1e6:.0f} MB",
-            m["modified_at"][:19].replace("T", " "),
-        )
+    for m in models:
+        table.add_row(m.name, m.digest[:12], _mb(m.size), _when(m.modified_at))
     out.print(table)
 
 
 @app.command()
 def ps(config: ConfigOpt = None) -> None:
     """List loaded models."""
-    data = _get(_settings(config), "/api/ps")
+    with sdk_errors(), client(config) as c:
+        models = c.ps().models
     table = Table("NAME", "ID", "SIZE", "CONTEXT", "UNTIL", box=None)
-    for m in data.get("models", []):
+    for m in models:
         table.add_row(
-            m["name"],
-            m["digest"][:12],
-            f"{m['size'] / 1e6:.0f} MB",
-            str(m.get("context_length", "")),
-            m["expires_at"][:19].replace("T", " "),
+            m.name, m.digest[:12], _mb(m.size), str(m.context_length or ""), _when(m.expires_at)
         )
     out.print(table)
 
@@ -137,13 +111,54 @@ def ps(config: ConfigOpt = None) -> None:
 @app.command()
 def version(config: ConfigOpt = None) -> None:
     """Print the client version, and the server's if one is running."""
+    from llmux.client import ClientError
+
     out.print(f"client version is {__version__}")
-    settings = _settings(config)
-    try:
-        r = httpx.get(settings.base_url + "/api/version", timeout=5)
-        out.print(f"server version is {r.json()['version']} at {settings.base_url}")
-    except (httpx.HTTPError, ValueError, KeyError):
-        out.print(f"no server running at {settings.base_url}")
+    with client(config, retry=False) as c:
+        try:
+            out.print(f"server version is {c.version()} at {c.base_url}")
+        except ClientError:
+            out.print(f"no server running at {c.base_url}")
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Argument(help="model name, e.g. smollm2:135m")],
+    prompt: Annotated[
+        list[str] | None, typer.Argument(help="the prompt; omit it for an interactive session")
+    ] = None,
+    system: SystemOpt = None,
+    option: OptionOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Answer one prompt (also read from a pipe), or chat when no prompt is given."""
+    from llmux.cli import interactive
+
+    piped = "" if sys.stdin.isatty() else sys.stdin.read().strip()
+    text = "\n\n".join(p for p in (" ".join(prompt or []).strip(), piped) if p)
+    with client(config) as c:
+        if text:
+            interactive.one_shot(c, model, text, system=system, options=parse_options(option))
+        elif sys.stdin.isatty():
+            interactive.repl(c, model, system=system, options=parse_options(option), local=True)
+        else:
+            fail("no prompt: give one after the model name or pipe it in")
+
+
+@app.command()
+def chat(
+    model: Annotated[
+        str | None, typer.Argument(help="model name; default: the server's first model")
+    ] = None,
+    system: SystemOpt = None,
+    option: OptionOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Chat in a conversation the server keeps (/help inside lists the commands)."""
+    from llmux.cli import interactive
+
+    with client(config) as c:
+        interactive.repl(c, model, system=system, options=parse_options(option), local=False)
 
 
 def main() -> None:
