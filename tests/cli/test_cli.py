@@ -82,6 +82,18 @@ def test_host_flag_takes_host_and_port(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_unreachable_history_database_is_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "LLMUX_HOME": str(tmp_path),
+        "LLMUX_HOST": f"127.0.0.1:{free_port()}",
+        "LLMUX_DATABASE_URL": f"postgresql://llmux:s3cret@127.0.0.1:{free_port()}/llmux",
+    }
+    result = run_cli("serve", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    assert "could not open the database" in result.stderr and "s3cret" not in result.stderr
+
+
 def test_bad_host_flag_is_one_line(tmp_path: Path) -> None:
     result = run_cli("serve", "--host", "127.0.0.1:notaport", env={"LLMUX_HOME": str(tmp_path)})
     assert result.returncode != 0 and "Traceback" not in result.stderr

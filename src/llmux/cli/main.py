@@ -4,6 +4,7 @@ Ollama's CLI does with OLLAMA_HOST. See docs/cli.md."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from typing import Annotated
@@ -26,6 +27,7 @@ from llmux.cli.common import (
     settings,
 )
 from llmux.config import parse_host
+from llmux.errors import LlmuxError
 
 app = typer.Typer(
     help="llmux: one server for the Ollama, OpenAI and DeepSeek APIs.", no_args_is_help=True
@@ -46,6 +48,7 @@ def serve(
     import uvicorn
 
     from llmux.server.app import create_app
+    from llmux.storage.database import database_url, preflight
 
     base = settings(config, log_level=log_level)
     bind_host, bind_port = base.bind
@@ -66,6 +69,10 @@ def serve(
     )
     level = configured.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(preflight(database_url(configured.database_url, configured.home_dir)))
+    except LlmuxError as exc:
+        fail(exc.message)
     err.print(f"llmux {__version__} listening on http://{bind_host}:{bind_port}")
     uvicorn.run(
         create_app(configured),

@@ -95,3 +95,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     ):
         cur.execute(f"PRAGMA {pragma}")
     cur.close()
+
+
+async def preflight(url: URL) -> None:
+    """Open (and migrate) the database once and close it: ``llmux serve`` calls this
+    before starting so that a bad ``database_url`` is one line, not a traceback."""
+    db = Database(url)
+    try:
+        await db.open()
+    finally:
+        await db.aclose()
