@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from llmux.core.durations import parse_setting_duration
 from llmux.errors import LlmuxError
+from llmux.upstream.settings import GatewaySettings, UpstreamSettings
 
 DEFAULT_PORT = 11434
 ReasoningField = Literal["reasoning_content", "reasoning"]
@@ -79,6 +80,12 @@ class Settings(BaseSettings):
         default_factory=list, description="extra allowed CORS origins (list, or comma-separated)"
     )
     aliases: dict[str, str] = Field(default_factory=dict, description="exposed name -> model")
+    upstreams: list[UpstreamSettings] = Field(
+        default_factory=list, description="upstream servers ([[upstreams]] tables)"
+    )
+    gateway: GatewaySettings = Field(
+        default_factory=GatewaySettings, description="upstream keep-alive and health checks"
+    )
     reasoning_fields: list[ReasoningField] = Field(
         default_factory=lambda: list[ReasoningField](["reasoning_content"]),
         description="OpenAI-API field name(s) for the thinking trace: DeepSeek's and/or Ollama's",
@@ -90,6 +97,18 @@ class Settings(BaseSettings):
         description="conversation history database: sqlite:///PATH or postgresql://USER@HOST/DB;"
         " default $LLMUX_HOME/llmux.db",
     )
+    pull_max_parts: int = Field(
+        16, ge=1, le=64, description="ranged parts one blob download is split into, at most"
+    )
+    pull_part_min_mib: int = Field(
+        100, ge=1, description="smallest ranged part of a blob download, in MiB"
+    )
+    registry_timeout: float = Field(
+        30.0, gt=0, description="seconds to wait for a registry to connect or send more bytes"
+    )
+    hf_endpoint: str = Field(
+        "https://huggingface.co", description="Hugging Face Hub URL that hf.co/ names pull from"
+    )
     log_level: str = "info"
 
     @field_validator("keep_alive")
@@ -99,6 +118,15 @@ class Settings(BaseSettings):
             parse_setting_duration(v)
         except LlmuxError as exc:
             raise ValueError(exc.message) from None
+        return v
+
+    @field_validator("upstreams")
+    @classmethod
+    def _unique_upstreams(cls, v: list[UpstreamSettings]) -> list[UpstreamSettings]:
+        names = [u.name for u in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"upstream names must be unique; repeated: {', '.join(dupes)}")
         return v
 
     @property

@@ -12,9 +12,11 @@ stable machine-readable ``code``::
     │   └── ModelNotFound (404 model_not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── PayloadTooLarge (413 payload_too_large)
+    ├── RateLimited (429 rate_limited, carries Retry-After)  an upstream kept refusing
     ├── ServerBusy (503 server_busy, carries Retry-After)
     ├── Timeout (504 timeout)              a deadline passed before the reply was done
-    └── BackendError (500 backend_error)   a model or upstream failed while serving
+    ├── BackendError (500 backend_error)   a model or upstream failed while serving
+    └── UpstreamError (502 upstream_error) an upstream server failed or is unreachable
 
 Messages say what to do next where there is something to do.
 """
@@ -79,6 +81,11 @@ class PayloadTooLarge(LlmuxError):
     code = "payload_too_large"
 
 
+class RateLimited(LlmuxError):
+    status = 429
+    code = "rate_limited"
+
+
 class ServerBusy(LlmuxError):
     status = 503
     code = "server_busy"
@@ -95,3 +102,8 @@ class Timeout(LlmuxError):
 class BackendError(LlmuxError):
     status = 500
     code = "backend_error"
+
+
+class UpstreamError(LlmuxError):
+    status = 502
+    code = "upstream_error"

@@ -83,7 +83,7 @@ class ChatHistory:
                 "no model: pass `model`, or set one on the conversation", param="model"
             )
         resolved = self.gateway.resolve_name(name)
-        self.gateway.engine.record(resolved)  # unknown model: 404 before anything is stored
+        self.gateway.require_model(resolved)  # unknown model: 404 before anything is stored
         return resolved
 
     @staticmethod

@@ -218,7 +218,7 @@ def test_generate_go_template_override(http: httpx.Client) -> None:
     assert data["done"] is True and data["eval_count"] == 1
     bad = http.post(
         "/api/generate",
-        json={"model": MODEL, "prompt": "Hi", "template": "{{ range .Messages }}x{{ end }}"},
+        json={"model": MODEL, "prompt": "Hi", "template": "{{ .Prompt | upper }}"},
     )
     assert bad.status_code == 400
 

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from llmux import __version__
-from llmux.cli import conversations
+from llmux.cli import conversations, models
 from llmux.cli.common import (
     ConfigOpt,
     OptionOpt,
@@ -32,7 +32,6 @@ from llmux.errors import LlmuxError
 app = typer.Typer(
     help="llmux: one server for the Ollama, OpenAI and DeepSeek APIs.", no_args_is_help=True
 )
-app.add_typer(conversations.app, name="conversations")
 
 
 @app.command()
@@ -166,6 +165,10 @@ def chat(
 
     with client(config) as c:
         interactive.repl(c, model, system=system, options=parse_options(option), local=False)
+
+
+models.register(app)
+app.add_typer(conversations.app, name="conversations")
 
 
 def main() -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmux.core.request import ChatRequest, Message, OutputFormat, Tool
+from llmux.core.request import ChatRequest, Message, OutputFormat, Role, Tool
 from llmux.core.tools import call_schema, tools_prompt
 from llmux.engine.gotemplate import render_go_template
 from llmux.engine.template import ChatTemplate
 from llmux.errors import InvalidRequest
 from llmux.models.capabilities import THINKING_MARKERS
+from llmux.models.modelfile import record_messages
 from llmux.models.store import ModelRecord, ModelStore
 
 OPEN_THINK, CLOSE_THINK = "<think>", "</think>"
@@ -63,22 +64,28 @@ class PromptBuilder:
         pre, suf, mid = (info.token_text(f"fim_{k}_token_id") for k in ("pre", "suf", "mid"))
         return Prompt(f"{pre}{request.prompt or ''}{suf}{request.suffix}{mid}", request.format)
 
-    def _go_template(self, record: ModelRecord, request: ChatRequest) -> Prompt:
-        system = next(
-            (m.content for m in request.messages if m.role == "system"),
-            record.layers.get("system", ""),
-        )
-        prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        text = render_go_template(
-            request.template or "", {"System": system, "Prompt": prompt, "Response": ""}
-        )
+    def _go_template(
+        self, record: ModelRecord, request: ChatRequest, source: str | None = None
+    ) -> Prompt:
+        messages = with_layers(record, request.messages)
+        system = next((m.content for m in messages if m.role == "system"), "")
+        prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        values = {
+            "System": system,
+            "Prompt": prompt,
+            "Response": "",
+            "Messages": [{"Role": m.role, "Content": m.content} for m in messages],
+            "Tools": [],
+        }
+        text = render_go_template(source or request.template or "", values)
         return Prompt(text, request.format, return_context=request.return_context)
 
     def _chat(self, record: ModelRecord, request: ChatRequest) -> Prompt:
+        layer_template = record.layers.get("template")
+        if layer_template and not self.store.gguf(record).chat_template:
+            return self._go_template(record, request, layer_template)  # the GGUF has none
         template = self.template(record)
-        messages = request.messages
-        if "system" in record.layers and not any(m.role == "system" for m in messages):
-            messages = (Message(role="system", content=record.layers["system"]), *messages)
+        messages = with_layers(record, request.messages)
         tools, forced, fmt = self._tools(request)
         native_tools = tools and template.mentions_tools
         if tools and not native_tools:
@@ -123,6 +130,26 @@ class PromptBuilder:
                     f"tool_choice names {choice!r}, which is not in tools", param="tool_choice"
                 )
         return tools, True, call_schema(tools)
+
+
+def with_layers(record: ModelRecord, messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """The request's messages after the model's messages layer, with its system layer
+    first unless the request brings its own system message."""
+    head: tuple[Message, ...] = ()
+    if messages and messages[0].role == "system":
+        head, messages = messages[:1], messages[1:]
+    elif "system" in record.layers and not any(m.role == "system" for m in messages):
+        head = (Message(role="system", content=record.layers["system"]),)
+    layer = tuple(
+        Message(role=_role(m.get("role")), content=str(m.get("content", "")))
+        for m in record_messages(record)
+    )
+    return (*head, *layer, *messages)
+
+
+def _role(value: object) -> Role:
+    roles: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+    return next((r for r in roles if r == value), "user")
 
 
 def _with_system(messages: tuple[Message, ...], text: str) -> tuple[Message, ...]:

@@ -1,10 +1,13 @@
-"""Modelfiles: rendering what ``/api/show`` and ``llmux show --modelfile`` print."""
+"""Modelfiles: rendering what ``/api/show`` and ``llmux show --modelfile`` print, and
+parsing what ``llmux create -f`` reads (the server itself takes no Modelfile)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
+from llmux.errors import InvalidRequest
 from llmux.models.store import ModelRecord
 
 
@@ -40,4 +43,169 @@ def render_modelfile(record: ModelRecord, template: str) -> str:
             out.append(f"PARAMETER {key} {_value(v) if isinstance(v, str) and ' ' in v else v}")
     if record.layers.get("license"):
         out.append(f'LICENSE """{record.layers["license"]}"""')
+    for message in record_messages(record):
+        out.append(f'MESSAGE {message.get("role", "user")} """{message.get("content", "")}"""')
     return "\n".join(out) + "\n"
+
+
+def record_messages(record: ModelRecord) -> list[dict[str, Any]]:
+    """The model's messages layer (a JSON array of {role, content}), or []."""
+    try:
+        messages = json.loads(record.layers.get("messages") or "[]")
+    except ValueError:
+        return []
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+PARAMETER_TYPES: dict[str, type] = {
+    **dict.fromkeys(
+        ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "num_keep", "num_predict",
+         "seed", "top_k", "repeat_last_n", "mirostat"),
+        int,
+    ),
+    **dict.fromkeys(
+        ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
+         "frequency_penalty", "mirostat_tau", "mirostat_eta", "tfs_z"),
+        float,
+    ),
+    **dict.fromkeys(("penalize_newline", "use_mmap", "use_mlock", "numa", "low_vram"), bool),
+    "stop": list,
+}  # fmt: skip
+ROLES = ("system", "user", "assistant", "tool")
+IGNORED = ("requires", "renderer", "parser")  # newer Ollama instructions llmux has no use for
+
+
+@dataclass(slots=True)
+class Modelfile:
+    """A parsed Modelfile; paths in ``from_``/``adapters`` are as written."""
+
+    from_: str | None = None
+    adapters: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    license: list[str] = field(default_factory=list)
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+
+class _Cursor:
+    def __init__(self, text: str) -> None:
+        self.text = text.replace("\r\n", "\n")
+        self.pos = 0
+
+    @property
+    def line(self) -> int:
+        return self.text.count("\n", 0, self.pos) + 1
+
+    def fail(self, message: str) -> InvalidRequest:
+        return InvalidRequest(f"Modelfile line {self.line}: {message}")
+
+    def blank(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] in " \t":
+            self.pos += 1
+
+    def word(self) -> str:
+        self.blank()
+        start = self.pos
+        while self.pos < len(self.text) and not self.text[self.pos].isspace():
+            self.pos += 1
+        return self.text[start : self.pos]
+
+    def value(self) -> str:
+        """``\"\"\"multi-line\"\"\"``, ``"quoted"`` (``\\"`` escapes) or the rest of the line."""
+        self.blank()
+        text = self.text
+        if text.startswith('"""', self.pos):
+            end = text.find('"""', self.pos + 3)
+            if end < 0:
+                raise self.fail('unterminated """ block')
+            out, self.pos = text[self.pos + 3 : end], end + 3
+            return out
+        if text.startswith('"', self.pos):
+            end = self.pos + 1
+            while end < len(text) and text[end] != '"':
+                if text[end] == "\n":
+                    break
+                end += 2 if text[end] == "\\" else 1
+            if end >= len(text) or text[end] != '"':
+                raise self.fail("unterminated quoted value")
+            raw, self.pos = text[self.pos + 1 : end], end + 1
+            return raw.replace('\\"', '"').replace("\\\\", "\\")
+        end = text.find("\n", self.pos)
+        end = len(text) if end < 0 else end
+        out, self.pos = text[self.pos : end].strip(), end
+        return out
+
+
+def parse_parameter(key: str, raw: str) -> Any:
+    kind = PARAMETER_TYPES.get(key)
+    if kind is None:
+        raise InvalidRequest(
+            f"unknown parameter '{key}'; known: {', '.join(sorted(PARAMETER_TYPES))}"
+        )
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if kind is list:
+            return raw
+        return kind(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"parameter '{key}' needs a {kind.__name__} value, not {raw!r}"
+        ) from None
+
+
+def parse_modelfile(text: str) -> Modelfile:
+    """Read a Modelfile: FROM, PARAMETER, TEMPLATE, SYSTEM, ADAPTER, LICENSE, MESSAGE
+    (instructions are case-insensitive; ``#`` starts a comment line)."""
+    mf = Modelfile()
+    cur = _Cursor(text)
+    while True:
+        while cur.pos < len(cur.text) and cur.text[cur.pos].isspace():
+            cur.pos += 1
+        if cur.pos >= len(cur.text):
+            break
+        if cur.text[cur.pos] == "#":
+            end = cur.text.find("\n", cur.pos)
+            cur.pos = len(cur.text) if end < 0 else end
+            continue
+        command = cur.word().lower()
+        if command == "from":
+            mf.from_ = cur.value()
+        elif command == "adapter":
+            mf.adapters.append(cur.value())
+        elif command == "parameter":
+            key = cur.word().lower()
+            try:
+                value = parse_parameter(key, cur.value())
+            except InvalidRequest as exc:
+                raise cur.fail(exc.message) from None
+            if key == "stop":
+                mf.parameters.setdefault("stop", []).append(value)
+            else:
+                mf.parameters[key] = value
+        elif command in ("template", "system"):
+            setattr(mf, command, cur.value())
+        elif command == "license":
+            mf.license.append(cur.value())
+        elif command == "message":
+            role = cur.word().lower()
+            if role not in ROLES:
+                raise cur.fail(f"MESSAGE role must be one of {', '.join(ROLES)}, not {role!r}")
+            mf.messages.append({"role": role, "content": cur.value()})
+        elif command in IGNORED:
+            cur.value()
+        else:
+            raise cur.fail(
+                f"unknown instruction {command.upper()!r}; use FROM, PARAMETER, TEMPLATE, "
+                "SYSTEM, ADAPTER, LICENSE or MESSAGE"
+            )
+        if mf.from_ == "":
+            raise cur.fail("FROM needs a model name or a path")
+    if mf.from_ is None:
+        raise InvalidRequest("the Modelfile has no FROM line; add one, e.g. FROM smollm2:135m")
+    return mf

@@ -214,6 +214,26 @@ class ModelStore:
             os.replace(tmp, path)
         return {"digest": digest, "size": source.stat().st_size}
 
+    def write_manifest_bytes(self, name: ModelName, raw: bytes) -> None:
+        """Install a manifest as received (so its digest stays the registry's)."""
+        self._atomic_write(self.manifest_path(name), raw)
+
+    def manifest_digests(self, name: ModelName) -> set[str]:
+        """Blob file names an installed manifest refers to (empty if not installed)."""
+        try:
+            manifest = json.loads(self.manifest_path(name).read_bytes())
+        except (OSError, ValueError):
+            return set()
+        entries = [manifest.get("config") or {}, *manifest.get("layers", [])]
+        return {blob_name(e["digest"]) for e in entries if e.get("digest")}
+
+    def remove_unreferenced(self, candidates: set[str]) -> int:
+        """Delete those of ``candidates`` (blob file names) no manifest refers to."""
+        doomed = candidates - self.referenced_blobs()
+        for blob in doomed:
+            (self.blobs / blob).unlink(missing_ok=True)
+        return len(doomed)
+
     def write_manifest(
         self, name: ModelName, config: dict[str, Any], layers: list[dict[str, Any]]
     ) -> None:
@@ -266,10 +286,12 @@ class ModelStore:
         return refs
 
     def prune(self) -> int:
-        """Remove blobs no manifest refers to; returns how many."""
+        """Remove blobs no manifest refers to; returns how many. Partial downloads stay."""
         refs = self.referenced_blobs()
         removed = 0
         for blob in self.blobs.glob("sha256-*"):
+            if "-partial" in blob.name:  # an interrupted download, kept to resume
+                continue
             if blob.name not in refs:
                 blob.unlink(missing_ok=True)
                 removed += 1

@@ -18,9 +18,11 @@ from llmux.models.bundled import ensure_bundled
 from llmux.models.store import ModelStore
 from llmux.server.errors import install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, is_loopback, origin_regex
-from llmux.server.routes import conversations, deepseek, ollama, openai, ui
+from llmux.server.relay import Relay
+from llmux.server.routes import admin, conversations, deepseek, models, ollama, openai, ui
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
+from llmux.upstream.router import UpstreamRouter
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,10 @@ def create_app(settings: Settings) -> FastAPI:
         ensure_bundled(store, settings.bundled_model)
         engine = LocalEngine(store, settings)
         await engine.start()
-        gateway = Gateway(store, engine, aliases=settings.aliases)
+        gateway = Gateway(
+            store, engine, aliases=settings.aliases, upstreams=UpstreamRouter(settings.upstreams)
+        )
+        await gateway.start()
         app.state.gateway = gateway
         app.state.history = ChatHistory(SqlConversations(db), gateway)
         log.info("llmux %s serving models from %s", __version__, store.root)
@@ -51,10 +56,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(ollama.router)
+    app.include_router(models.router)
     app.include_router(openai.router)
     app.include_router(deepseek.router)
     app.include_router(conversations.router)
     app.include_router(ui.router)
+    app.include_router(admin.router)
+    app.add_middleware(Relay, keepalive_s=settings.gateway.keepalive_s)
     host, _ = settings.bind
     app.add_middleware(
         Guard,

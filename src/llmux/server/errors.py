@@ -44,7 +44,7 @@ def error_body(exc: LlmuxError, path: str) -> dict[str, Any]:
         "error": {
             "message": exc.message,
             "type": OPENAI_TYPES.get(
-                exc.status, "server_error" if exc.status in (503, 504) else "api_error"
+                exc.status, "server_error" if exc.status in (502, 503, 504) else "api_error"
             ),
             "param": exc.param,
             "code": exc.code,

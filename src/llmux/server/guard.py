@@ -5,7 +5,8 @@
 * Origin: browsers' requests from origins outside the allow-list (Ollama's defaults
   plus ``origins`` from the settings, ``*`` wildcards allowed) are refused with 403
   and a message that says how to allow them. Same-origin requests always pass.
-* Body: larger than ``max_body_bytes`` -> 413, by Content-Length or while reading.
+* Body: larger than ``max_body_bytes`` -> 413, by Content-Length or while reading
+  (except blob uploads, ``/api/blobs/``, which stream to disk).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ DEFAULT_ORIGINS = [
     for host in ("localhost", "127.0.0.1", "0.0.0.0")
     for port in ("", ":*")
 ] + ["app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*"]
+
+# bodies streamed to disk rather than held in memory: model blobs of many GB
+STREAMED_PATHS = ("/api/blobs/",)
 
 
 def origin_regex(patterns: Iterable[str]) -> str:
@@ -85,6 +89,9 @@ class Guard:
                 "wildcards allowed, e.g. chrome-extension://*) or to `origins` in the config file"
             )
             await _send_json(send, exc.status, error_body(exc, scope["path"]))
+            return
+        if scope["path"].startswith(STREAMED_PATHS):  # written to disk as it arrives
+            await self.app(scope, receive, send)
             return
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > self.max_body:

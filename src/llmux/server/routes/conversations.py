@@ -30,7 +30,7 @@ async def create(request: Request) -> JSONResponse:
     h = history(request)
     model = h.gateway.resolve_name(body.model) if body.model else ""
     if model:
-        h.gateway.engine.record(model)  # 404 for an unknown model
+        h.gateway.require_model(model)  # 404 for an unknown model
     conv = await h.repo.create(title=body.title.strip(), model=model, system=body.system)
     return JSONResponse(wire.conversation_object(conv), status_code=201)
 
@@ -62,7 +62,7 @@ async def patch(request: Request, conversation_id: str) -> dict[str, Any]:
         fields["title"] = fields["title"].strip()
     if fields.get("model"):
         fields["model"] = h.gateway.resolve_name(fields["model"])
-        h.gateway.engine.record(fields["model"])
+        h.gateway.require_model(fields["model"])
     return wire.conversation_object(await h.repo.update(conversation_id, **fields))
 
 

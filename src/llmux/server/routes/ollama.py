@@ -13,7 +13,7 @@ from llmux.core.names import ModelName
 from llmux.core.request import RequestContext
 from llmux.errors import InvalidRequest
 from llmux.gateway import Gateway
-from llmux.models.modelfile import parameters_text, render_modelfile
+from llmux.models.modelfile import parameters_text, record_messages, render_modelfile
 from llmux.models.store import ModelRecord, rfc3339
 from llmux.protocols.ollama import convert
 from llmux.protocols.ollama import stream as render
@@ -29,6 +29,7 @@ from llmux.server import deps
 from llmux.server.body import parse_body
 from llmux.server.deps import gateway
 from llmux.server.streaming import ollama_reply
+from llmux.upstream import listing
 
 router = APIRouter()
 FOREVER = datetime(2318, 1, 1, tzinfo=UTC)
@@ -61,7 +62,11 @@ def tag_entry(record: ModelRecord) -> dict[str, Any]:
 
 @router.api_route("/api/tags", methods=["GET", "HEAD"])
 async def tags(request: Request) -> dict[str, Any]:
-    return {"models": [tag_entry(r) for r in gateway(request).store.installed()]}
+    gw = gateway(request)
+    local = [tag_entry(r) for r in gw.store.installed()]
+    taken = {m["name"] for m in local}
+    remote = listing.unique(gw.upstream_models(), taken)
+    return {"models": local + [listing.tag_entry(item) for item in remote]}
 
 
 @router.get("/api/ps")
@@ -88,7 +93,10 @@ async def ps(request: Request) -> dict[str, Any]:
 async def show(request: Request) -> dict[str, Any]:
     body = await parse_body(request, ModelBody)
     gw = gateway(request)
-    record = gw.engine.record(gw.resolve_name(convert.require_model(body.target)))
+    name = gw.resolve_name(convert.require_model(body.target))
+    if gw.upstreams.targets(name) and not gw.installed_locally(name):
+        return await upstream_show(gw, name)
+    record = gw.engine.record(name)
     info = gw.store.gguf(record)
     template = record.layers.get("template") or info.chat_template or ""
     details = record.details()
@@ -111,7 +119,20 @@ async def show(request: Request) -> dict[str, Any]:
         out["system"] = record.layers["system"]
     if record.layers.get("license"):
         out["license"] = record.layers["license"]
+    if record_messages(record):
+        out["messages"] = record_messages(record)
     return out
+
+
+async def upstream_show(gw: Gateway, name: str) -> dict[str, Any]:
+    """Proxied to the first Ollama-type upstream that serves ``name``; else a summary."""
+    items = [i for i in gw.upstream_models() if i.name == name]
+    for item in items:
+        if item.upstream.type == "ollama":
+            shown: dict[str, Any] = await item.upstream.show(item.upstream_model)
+            shown.setdefault("details", {})["upstream"] = item.upstream.name
+            return shown
+    return listing.show_object(items[0])
 
 
 @router.post("/api/generate")
@@ -144,6 +165,8 @@ async def lifecycle(
     gw: Gateway, model: str, keep_alive: float | None, load: Any, *, chat: bool
 ) -> Response:
     """Empty prompt/messages: load the model, or unload it with ``keep_alive: 0``."""
+    if gw.upstreams.targets(model) and not gw.installed_locally(model):
+        return JSONResponse(render.lifecycle_object(model, "load", chat=chat))  # upstream's own
     if keep_alive == 0:
         await gw.engine.unload(model)
         return JSONResponse(render.lifecycle_object(model, "unload", chat=chat))
@@ -163,7 +186,7 @@ async def embeddings(request: Request) -> dict[str, Any]:
     body = await parse_body(request, EmbeddingsBody)
     core = convert.embeddings_to_core(body)
     if not core.inputs:
-        gateway(request).engine.record(gateway(request).resolve_name(core.model))  # 404 if unknown
+        gateway(request).require_model(core.model)  # 404 if unknown
         return {"embedding": []}
     result = await gateway(request).embed(context(request), core)
     return {"embedding": result.embeddings[0]}

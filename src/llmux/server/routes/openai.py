@@ -29,6 +29,7 @@ from llmux.server import deps
 from llmux.server.body import parse_body
 from llmux.server.deps import gateway
 from llmux.server.streaming import prime, sse_response
+from llmux.upstream import listing
 
 router = APIRouter()
 
@@ -117,6 +118,8 @@ def _models(gw: Gateway) -> list[dict[str, Any]]:
         for r in gw.store.installed()
     ]
     created = min((m["created"] for m in out), default=0)
+    remote = listing.unique(gw.upstream_models(), {m["id"] for m in out})
+    out += [listing.model_object(item) for item in remote]
     out += [model_object(alias, created, "llmux") for alias in gw.aliases]
     return out
 
@@ -129,6 +132,9 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     gw = gateway(request)
     if model_id.lower() in gw.aliases:
         return next(m for m in _models(gw) if m["id"] == model_id.lower())
+    name = gw.resolve_name(model_id)
+    if gw.upstreams.targets(name):
+        return next(m for m in _models(gw) if m["id"] == name)
     record = gw.store.resolve(ModelName.parse(gw.resolve_name(model_id)))
     return model_object(model_id, int(record.modified_at.timestamp()), record.name.namespace)
 

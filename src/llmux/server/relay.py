@@ -1,0 +1,292 @@
+"""ASGI middleware for requests that upstream servers answer: the fast path, and
+keep-alives while an upstream has not produced its first token.
+
+* **Fast path**: when the client speaks the upstream's own API (Ollama native to an
+  Ollama-type upstream, OpenAI/DeepSeek to an OpenAI-type one), no policy is
+  configured, the engine does not serve the name too, and the upstream knows the model
+  by its exposed name, the request body is sent on as it came and the reply's bytes are
+  relayed as they arrive, unparsed. Retries, failover, breakers and load balancing
+  apply as on the translating path (:class:`llmux.upstream.pool.Pool`).
+* **Keep-alive**: a streaming request whose first token has not come after
+  ``[gateway] keepalive_s`` gets a 200 and then, every ``keepalive_s``, an SSE
+  ``: keep-alive`` comment or, for NDJSON, one space: JSON allows whitespace before a
+  value, so the Ollama clients read the first line as before. An error after that is
+  sent as the stream's last line/event in the API's error shape.
+
+Everything else passes straight to the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmux.errors import InvalidRequest, LlmuxError
+from llmux.gateway import Gateway
+from llmux.server.errors import error_body, error_response
+from llmux.upstream.pool import Member, Pool, Target
+from llmux.upstream.server import Upstream
+
+OLLAMA_PATHS = {"/api/chat", "/api/generate"}
+OPENAI_PATHS = {"/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions"}
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+
+
+@dataclass(slots=True)
+class Plan:
+    path: str
+    api: str  # "ollama" or "openai"
+    name: str
+    stream: bool
+    body: bytes
+    fast: list[Target]
+
+    @property
+    def content_type(self) -> str:
+        return NDJSON if self.api == "ollama" else SSE
+
+    @property
+    def keepalive(self) -> bytes:
+        return b" " if self.api == "ollama" else b": keep-alive\n\n"
+
+    def error_bytes(self, exc: LlmuxError) -> bytes:
+        body = json.dumps(error_body(exc, self.path), ensure_ascii=False).encode()
+        return body + b"\n" if self.api == "ollama" else b"data: " + body + b"\n\n"
+
+
+class StartedError(Exception):
+    """An error for a response that has already started (keep-alives were sent)."""
+
+    def __init__(self, error: LlmuxError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def plan(gw: Gateway, path: str, body: bytes) -> Plan | None:
+    try:
+        obj = json.loads(body)
+        model = obj.get("model") if isinstance(obj, dict) else None
+        if not isinstance(model, str) or not model.strip():
+            return None
+        name = gw.resolve_name(model)
+    except (ValueError, InvalidRequest):
+        return None  # the route answers with the proper error
+    targets = gw.upstreams.targets(name)
+    if not targets:
+        return None
+    api = "ollama" if path in OLLAMA_PATHS else "openai"
+    stream = obj.get("stream", api == "ollama") is not False
+    fast: list[Target] = []
+    if not gw.policies and not gw.installed_locally(name):
+        ok = all(
+            up.type == api and up.settings.fast_path and remote == name and model == name
+            for up, remote in targets
+        )
+        if ok:
+            fast = [(up, remote) for up, remote in targets]
+    return Plan(path, api, name, stream, body, fast)
+
+
+async def read_body(receive: Receive) -> bytes:
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        parts.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(parts)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def start_message(content_type: str, status: int = 200) -> Message:
+    headers = [(b"content-type", content_type.encode())]
+    if content_type.startswith(SSE):
+        headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
+def body_message(data: bytes, more: bool = True) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+class Relay:
+    def __init__(self, app: ASGIApp, keepalive_s: float = 10.0) -> None:
+        self.app = app
+        self.keepalive_s = keepalive_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or (path not in OLLAMA_PATHS and path not in OPENAI_PATHS)
+        ):
+            await self.app(scope, receive, send)
+            return
+        gw: Gateway | None = getattr(scope["app"].state, "gateway", None)
+        if gw is None or not gw.upstreams.upstreams:
+            await self.app(scope, receive, send)
+            return
+        body = await read_body(receive)
+        p = plan(gw, path, body)
+        if p is None:
+            await self.app(scope, replay(body, receive), send)
+        elif p.fast and not p.stream:
+            await self._fast(p, scope, receive, send)  # bounded by the upstream's timeout
+        elif p.fast:
+            await until_disconnect(self._fast(p, scope, receive, send), receive)
+        elif p.stream and self.keepalive_s > 0:
+            await self._kept_alive(p, scope, replay(body, receive), send)
+        else:
+            await self.app(scope, replay(body, receive), send)
+
+    async def _fast(self, p: Plan, scope: Scope, receive: Receive, send: Send) -> None:
+        meta: dict[str, str] = {}
+        upstream_path = p.path if p.api == "ollama" else p.path.removeprefix("/v1")
+
+        def start(m: Member, model: str, deadline: float) -> AsyncIterator[bytes]:
+            return cast(Upstream, m).relay(upstream_path, p.body, model, deadline, meta)
+
+        pool = Pool(p.name, p.fast)
+        started = False
+        try:
+            if p.stream and self.keepalive_s > 0:
+                member, stream, first, started = await self._open_kept_alive(pool, start, p, send)
+            else:
+                member, stream, first = await pool.open(start)
+        except StartedError as wrapped:
+            await send(body_message(p.error_bytes(wrapped.error), more=False))
+            return
+        except LlmuxError as exc:
+            await error_response(exc, p.path)(scope, receive, send)
+            return
+        try:
+            if not started:
+                await send(start_message(meta.get("content_type", p.content_type)))
+            await send(body_message(first))
+            try:
+                async for data in stream:
+                    await send(body_message(data))
+            except LlmuxError as exc:
+                await send(body_message(p.error_bytes(exc), more=False))
+                return
+            await send(body_message(b"", more=False))
+        finally:
+            member.outstanding -= 1
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    async def _open_kept_alive(
+        self, pool: Pool, start: Any, p: Plan, send: Send
+    ) -> tuple[Member, AsyncIterator[bytes], bytes, bool]:
+        """Open the pool; while it has no first bytes, send keep-alives. The last value
+        says whether the response has started."""
+        opened = asyncio.ensure_future(pool.open(start))
+        started = False
+        try:
+            while not opened.done():
+                await asyncio.wait({opened}, timeout=self.keepalive_s)
+                if not opened.done():
+                    if not started:
+                        await send(start_message(p.content_type))
+                        started = True
+                    await send(body_message(p.keepalive))
+        finally:
+            if not opened.done():
+                opened.cancel()
+        try:
+            member, stream, first = opened.result()
+        except LlmuxError as exc:
+            raise StartedError(exc) if started else exc from None
+        return member, stream, first, started
+
+    async def _kept_alive(self, p: Plan, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; if it has not started its reply after ``keepalive_s``, start a
+        200 ourselves, send keep-alives, and fold the app's reply into that stream."""
+        lock = asyncio.Lock()
+        app_started = asyncio.Event()
+        state: dict[str, Any] = {"ours": False, "status": 200, "error": b""}
+
+        async def app_send(message: Message) -> None:
+            async with lock:
+                if message["type"] == "http.response.start":
+                    state["status"] = message["status"]
+                    app_started.set()
+                    if not state["ours"]:
+                        await send(message)
+                    return
+                if not state["ours"] or state["status"] < 300:
+                    await send(message)
+                    return
+                state["error"] += message.get("body", b"")  # an error reply, as a last line
+                if not message.get("more_body"):
+                    await send(body_message(self._error_line(p, state["error"]), more=False))
+
+        task = asyncio.ensure_future(self.app(scope, receive, app_send))
+        try:
+            while not task.done() and not app_started.is_set():
+                waiter = asyncio.ensure_future(app_started.wait())
+                await asyncio.wait(
+                    {task, waiter}, timeout=self.keepalive_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                async with lock:
+                    if not app_started.is_set() and not task.done():
+                        if not state["ours"]:
+                            state["ours"] = True
+                            await send(start_message(p.content_type))
+                        await send(body_message(p.keepalive))
+            await task
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    @staticmethod
+    def _error_line(p: Plan, body: bytes) -> bytes:
+        text = body.strip()
+        return text + b"\n" if p.api == "ollama" else b"data: " + text + b"\n\n"
+
+
+async def until_disconnect(work: Any, receive: Receive) -> None:
+    """Run ``work``; cancel it if the client goes away first."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, watcher):
+            if not t.done():
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+    if task.done() and not task.cancelled():
+        task.result()

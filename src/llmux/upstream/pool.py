@@ -1,0 +1,237 @@
+"""Pools: every backend that serves one model name, and how a request picks among them.
+
+* **Load balancing**: least outstanding requests, weighted: the member with the lowest
+  ``(outstanding + 1) / weight`` goes first; ties are broken at random.
+* **Retries**: per failure kind (429, 500, 502, 503, 504, connect) with jittered
+  backoff, ``Retry-After`` honoured, never past the request's deadline. A 504 or a
+  first-byte timeout retries with a longer first-byte timeout.
+* **Failover**: with members left, a connect error, timeout or 5xx before the first
+  chunk moves on at once (a 429 spends its retries first); the retries of the other
+  kinds are spent on the last member. Nothing is retried once a chunk has been handed
+  on, so output is never duplicated.
+* **Breakers** skip open members; **health checks** put unhealthy members last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from llmux.core.chunks import ChatChunk, EmbedResult
+from llmux.core.request import ChatRequest, EmbedRequest
+from llmux.errors import LlmuxError, RateLimited, Timeout, UpstreamError
+from llmux.upstream.breaker import CircuitBreaker
+from llmux.upstream.http import AttemptFailed
+from llmux.upstream.retry import backoff, fits
+from llmux.upstream.settings import RetryRule
+
+log = logging.getLogger(__name__)
+
+
+class Member(Protocol):
+    name: str
+    weight: float
+    outstanding: int
+    healthy: bool
+    breaker: CircuitBreaker | None
+    retry: dict[str, RetryRule]
+    timeout_s: float
+    first_byte_timeout_s: float | None
+
+    def chat(
+        self, request: ChatRequest, model: str, deadline: float
+    ) -> AsyncIterator[ChatChunk]: ...
+
+    async def embed(self, request: EmbedRequest, model: str, deadline: float) -> EmbedResult: ...
+
+
+class LocalMember:
+    """The embedded engine as a pool member: no breaker, no retries of its own."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.name = "local"
+        self.weight = 1.0
+        self.outstanding = 0
+        self.healthy = True
+        self.breaker: CircuitBreaker | None = None
+        self.retry: dict[str, RetryRule] = {}
+        self.timeout_s = 24 * 3600.0
+        self.first_byte_timeout_s: float | None = None
+
+    async def chat(
+        self, request: ChatRequest, model: str, deadline: float
+    ) -> AsyncIterator[ChatChunk]:
+        async for chunk in self.engine.chat(dataclasses.replace(request, model=model)):
+            yield chunk
+
+    async def embed(self, request: EmbedRequest, model: str, deadline: float) -> EmbedResult:
+        result: EmbedResult = await self.engine.embed(dataclasses.replace(request, model=model))
+        return result
+
+
+Target = tuple[Member, str]  # a member and the model name it knows
+T = TypeVar("T")
+Starter = Callable[[Member, str, float], AsyncIterator[T]]  # (member, model, deadline)
+
+
+def order(targets: Sequence[Target]) -> list[Target]:
+    """Available members by weighted least-outstanding; unhealthy ones last."""
+    ready = [t for t in targets if t[0].breaker is None or t[0].breaker.available()]
+    keyed = [
+        (not m.healthy, (m.outstanding + 1) / m.weight, random.random(), i)
+        for i, (m, _) in enumerate(ready)
+    ]
+    keyed.sort()
+    return [ready[k[3]] for k in keyed]
+
+
+def as_failure(member: Member, exc: BaseException) -> AttemptFailed:
+    """Anything that stopped an attempt before its first chunk, as an AttemptFailed."""
+    if isinstance(exc, AttemptFailed):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return AttemptFailed(
+            member.name, "timeout", f"upstream '{member.name}' sent nothing in time"
+        )
+    if isinstance(exc, StopAsyncIteration):
+        return AttemptFailed(
+            member.name, "protocol", f"upstream '{member.name}' sent no output", status=502
+        )
+    assert isinstance(exc, LlmuxError)
+    if exc.status >= 500 and not isinstance(exc, Timeout):
+        return AttemptFailed(member.name, "protocol", exc.message, status=502)
+    if isinstance(exc, Timeout):
+        return AttemptFailed(member.name, "timeout", exc.message)
+    return AttemptFailed(member.name, "status", exc.message, status=exc.status, final=exc)
+
+
+def final_error(model: str, last: AttemptFailed | None, skipped: list[Member]) -> LlmuxError:
+    if last is None:
+        wait = min(
+            (m.breaker.settings.open_s for m in skipped if m.breaker is not None), default=1.0
+        )
+        names = ", ".join(m.name for m in skipped) or "none"
+        return UpstreamError(
+            f"no upstream for '{model}' is available (circuit open: {names}); try again later",
+            retry_after=wait,
+        )
+    if last.kind == "timeout":
+        return Timeout(
+            f"{last.message} for '{model}'; raise first_byte_timeout_s / timeout_s in its"
+            " [[upstreams]] table if the model is just slow"
+        )
+    if last.status == 429:
+        return RateLimited(f"{last.message} (after retries)", retry_after=last.retry_after or 1.0)
+    return UpstreamError(last.message)
+
+
+class Pool:
+    """The members serving one exposed model name."""
+
+    def __init__(self, name: str, targets: list[Target]) -> None:
+        self.name = name
+        self.targets = targets
+
+    async def _attempt(
+        self, member: Member, model: str, start: Starter[T], deadline: float, factor: float
+    ) -> tuple[AsyncIterator[T], T]:
+        member.outstanding += 1
+        stream = start(member, model, deadline)
+        limit = deadline - time.monotonic()
+        if member.first_byte_timeout_s is not None:
+            limit = min(limit, member.first_byte_timeout_s * factor)
+        try:
+            async with asyncio.timeout(limit):
+                first = await anext(stream)
+        except BaseException as exc:
+            member.outstanding -= 1
+            await stream.aclose()  # type: ignore[attr-defined]
+            if isinstance(exc, (AttemptFailed, TimeoutError, StopAsyncIteration, LlmuxError)):
+                raise as_failure(member, exc) from None
+            raise
+        return stream, first
+
+    async def open(self, start: Starter[T]) -> tuple[Member, AsyncIterator[T], T]:
+        """The first item from the first member that gives one; ``start`` begins a
+        stream on a member. The caller decrements ``member.outstanding`` at its end."""
+        began = time.monotonic()
+        targets = order(self.targets)
+        skipped = [m for m, name in self.targets if (m, name) not in targets]
+        deadline = began + max((m.timeout_s for m, _ in self.targets), default=600.0)
+        last: AttemptFailed | None = None
+        for pos, (member, model) in enumerate(targets):
+            more = pos < len(targets) - 1
+            member_deadline = min(deadline, began + member.timeout_s)
+            attempt, factor = 0, 1.0
+            while True:
+                if member.breaker is not None and not member.breaker.allow():
+                    skipped.append(member)
+                    break
+                try:
+                    stream, first = await self._attempt(
+                        member, model, start, member_deadline, factor
+                    )
+                except AttemptFailed as failed:
+                    if member.breaker is not None and failed.final is None:
+                        member.breaker.record(failed.counts_against_breaker)
+                    if failed.final is not None:
+                        raise failed.final from None
+                    last = failed
+                    log.info("%s (attempt %d)", failed.message, attempt + 1)
+                    rule = member.retry.get(failed.rule)
+                    if rule is None or attempt >= rule.retries or (more and failed.rule != "429"):
+                        break
+                    delay = backoff(rule, attempt, failed.retry_after)
+                    if not fits(delay, time.monotonic(), member_deadline):
+                        break
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    factor *= rule.timeout_factor
+                    continue
+                if member.breaker is not None:
+                    member.breaker.record(False)
+                return member, stream, first
+        raise final_error(self.name, last, skipped)
+
+    async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        member, stream, first = await self.open(
+            lambda m, model, deadline: m.chat(request, model, deadline)
+        )
+        try:
+            yield first
+            async for chunk in stream:
+                yield chunk
+        finally:
+            member.outstanding -= 1
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        start = time.monotonic()
+        last: AttemptFailed | None = None
+        targets = order(self.targets)
+        for member, model in targets:
+            if member.breaker is not None and not member.breaker.allow():
+                continue
+            member.outstanding += 1
+            try:
+                result = await member.embed(request, model, start + member.timeout_s)
+            except (AttemptFailed, LlmuxError, TimeoutError) as exc:
+                failed = as_failure(member, exc)
+                if member.breaker is not None and failed.final is None:
+                    member.breaker.record(failed.counts_against_breaker)
+                if failed.final is not None:
+                    raise failed.final from None
+                last = failed
+                continue
+            finally:
+                member.outstanding -= 1
+            if member.breaker is not None:
+                member.breaker.record(False)
+            return result
+        raise final_error(self.name, last, [m for m, _ in self.targets])
