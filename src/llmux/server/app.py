@@ -15,6 +15,7 @@ from llmux.engine.engine import LocalEngine
 from llmux.gateway import Gateway
 from llmux.history import ChatHistory
 from llmux.models.bundled import ensure_bundled
+from llmux.models.pull import Puller
 from llmux.models.store import ModelStore
 from llmux.server.errors import install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, is_loopback, origin_regex
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         await gateway.start()
         app.state.gateway = gateway
         app.state.history = ChatHistory(SqlConversations(db), gateway)
+        app.state.puller = Puller(store, settings)  # shares concurrent pulls of one model
         log.info("llmux %s serving models from %s", __version__, store.root)
         try:
             yield

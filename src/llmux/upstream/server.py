@@ -3,10 +3,11 @@ health, and the models it serves (configured, or discovered and refreshed)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -96,17 +97,9 @@ class Upstream:
         resp = await self.http.open(path, payload, model=model, deadline=deadline)
         dialect = ollama.chunks if self.type == "ollama" else openai.chunks
         try:
-            async for chunk in dialect(resp, self.name):
-                yield chunk
-        except TimeoutError:
-            raise Timeout(
-                f"upstream '{self.name}' ran past timeout_s={self.timeout_s:g};"
-                " raise it in its [[upstreams]] table"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"upstream '{self.name}' broke off the reply: {exc or type(exc).__name__}"
-            ) from None
+            with self._mid_reply():
+                async for chunk in dialect(resp, self.name):
+                    yield chunk
         finally:
             resp.release()
 
@@ -118,8 +111,17 @@ class Upstream:
         resp = await self.http.open(path, payload, model=model, deadline=deadline)
         meta["content_type"] = resp.headers.get("Content-Type", "application/json")
         try:
-            async for data in resp.content.iter_any():
-                yield data
+            with self._mid_reply():
+                async for data in resp.content.iter_any():
+                    yield data
+        finally:
+            resp.release()
+
+    @contextlib.contextmanager
+    def _mid_reply(self) -> Iterator[None]:
+        """Errors while a reply is read, as llmux errors that name the upstream."""
+        try:
+            yield
         except TimeoutError:
             raise Timeout(
                 f"upstream '{self.name}' ran past timeout_s={self.timeout_s:g};"
@@ -129,8 +131,6 @@ class Upstream:
             raise UpstreamError(
                 f"upstream '{self.name}' broke off the reply: {exc or type(exc).__name__}"
             ) from None
-        finally:
-            resp.release()
 
     async def embed(self, request: EmbedRequest, model: str, deadline: float) -> EmbedResult:
         if self.type == "ollama":

@@ -87,12 +87,8 @@ class CreateBody(Wire):
 
 
 def puller(request: Request) -> Puller:
-    """The app's one Puller (made on first use; it holds the running transfers)."""
-    state = request.app.state
-    found: Puller | None = getattr(state, "puller", None)
-    if found is None:
-        found = Puller(deps.gateway(request).store, deps.settings(request))
-        state.puller = found
+    """The app's one Puller (it holds the running transfers)."""
+    found: Puller = request.app.state.puller
     return found
 
 
