@@ -123,13 +123,13 @@ def test_search_terms_are_words() -> None:
     assert search_terms("  ;--  ") == []
 
 
-@pytest.mark.parametrize("probe", [1000, 2], ids=["sparse", "dense"])
+@pytest.mark.parametrize("window", [4000, 3, 1], ids=["all-recent", "recent-then-older", "tiny"])
 async def test_search_ranks_the_newest_match_first_and_pages(
-    db: Database, probe: int, monkeypatch: pytest.MonkeyPatch
+    db: Database, window: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both search paths: all matches read at once, and newest first in batches (a probe
-    of 2 makes "common" a common word here)."""
-    monkeypatch.setattr(store, "PROBE", probe)
+    """Both search paths: enough matches among the newest messages, and the rest of the
+    index asked as well (a small window makes "common" look rare here)."""
+    monkeypatch.setattr(store, "WINDOW", window)
     repo = SqlConversations(db)
     made = []
     for i in range(6):

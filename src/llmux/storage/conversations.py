@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    func,
     insert,
     select,
     text,
@@ -36,7 +37,7 @@ from llmux.errors import NotFound
 from llmux.storage.database import Database
 
 MAX_SEARCH_TERMS = 16
-PROBE = 1000  # matching messages read per query while searching
+WINDOW = 4000  # newest messages searched first (see SqlConversations._search)
 
 _meta = MetaData()
 conversations = Table(
@@ -199,10 +200,11 @@ class SqlConversations:
     ) -> list[Conversation]:
         """Conversations whose newest match is newest come first.
 
-        A capped probe fetches the matching messages in index order. Under the cap it
-        holds them all; at the cap the word is common, and the messages are then read
-        newest first in batches until ``offset + limit`` conversations are found, so a
-        word in most messages costs about as much as a rare one.
+        First only the newest ``WINDOW`` messages are searched (a primary-key range, in
+        both databases). Every match there is newer than any outside it, so if the window
+        already holds ``offset + limit`` conversations they are the answer: a word found
+        in most messages costs no more than a rare one. Otherwise the whole index is asked
+        for the (then few) remaining matches.
         """
         sql = _SEARCH[self.db.dialect]
         q: dict[str, Any] = {"q": _match_expression(self.db.dialect, terms)}
@@ -216,19 +218,10 @@ class SqlConversations:
                 if cid not in newest or newest[cid][1] < message_id:
                     newest[cid] = (created, message_id)
 
-        probe = (await conn.execute(text(sql.messages + " LIMIT :n"), {**q, "n": PROBE})).all()
-        take(probe)
-        if len(probe) >= PROBE:
-            newest.clear()
-            before = 2**62
-            while len(newest) < offset + limit:
-                batch = (
-                    await conn.execute(text(sql.newest_before), {**q, "before": before, "n": PROBE})
-                ).all()
-                take(batch)
-                if len(batch) < PROBE:
-                    break
-                before = batch[-1][1]
+        top = (await conn.execute(select(func.max(messages.c.id)))).scalar() or 0
+        take((await conn.execute(text(sql.recent), {**q, "after": top - WINDOW})).all())
+        if len(newest) < offset + limit and top > WINDOW:
+            take((await conn.execute(text(sql.messages), {**q, "before": top - WINDOW + 1})).all())
         for cid, (created, _) in newest.items():
             ranked[cid] = max(ranked.get(cid, created), created)
         page = sorted(ranked, key=lambda cid: ranked[cid], reverse=True)[offset : offset + limit]
@@ -382,8 +375,8 @@ def snippet(content: str, terms: Sequence[str], width: int = 12) -> str:
 @dataclass(frozen=True, slots=True)
 class _SearchSql:
     titles: str  # (conversation id, updated_at) whose title matches
-    messages: str  # (conversation id, message id, created_at) that match, in index order
-    newest_before: str  # the same, below message id :before, newest first, :n of them
+    recent: str  # (conversation id, message id, created_at) matching, message id > :after
+    messages: str  # the same for message id < :before
 
 
 _SEARCH = {
@@ -391,30 +384,27 @@ _SEARCH = {
         titles="""
             SELECT c.id, c.updated_at FROM conversations c WHERE c.rowid IN
                 (SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH :q)""",
+        recent="""
+            SELECT m.conversation_id, m.id, m.created_at
+            FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
+            WHERE messages_fts MATCH :q AND messages_fts.rowid > :after""",
         messages="""
             SELECT m.conversation_id, m.id, m.created_at
             FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
-            WHERE messages_fts MATCH :q""",
-        newest_before="""
-            SELECT m.conversation_id, m.id, m.created_at
-            FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
-            WHERE messages_fts MATCH :q AND messages_fts.rowid < :before
-            ORDER BY messages_fts.rowid DESC LIMIT :n""",
+            WHERE messages_fts MATCH :q AND messages_fts.rowid < :before""",
     ),
     "postgresql": _SearchSql(
         titles="""
             SELECT c.id, c.updated_at FROM conversations c
             WHERE c.search @@ to_tsquery('simple', :q)""",
+        # "IS TRUE" keeps the planner on the primary-key range: the GIN index would
+        # read every match of a common word first
+        recent="""
+            SELECT m.conversation_id, m.id, m.created_at FROM messages m
+            WHERE m.id > :after AND (m.search @@ to_tsquery('simple', :q)) IS TRUE""",
         messages="""
             SELECT m.conversation_id, m.id, m.created_at FROM messages m
-            WHERE m.search @@ to_tsquery('simple', :q)""",
-        # known to be a common word here: "IS TRUE" keeps the planner off the GIN index
-        # (it can't order, and it underestimates prefix matches), so it walks the
-        # primary key backwards and stops at :n matches
-        newest_before="""
-            SELECT m.conversation_id, m.id, m.created_at FROM messages m
-            WHERE (m.search @@ to_tsquery('simple', :q)) IS TRUE AND m.id < :before
-            ORDER BY m.id DESC LIMIT :n""",
+            WHERE m.search @@ to_tsquery('simple', :q) AND m.id < :before""",
     ),
 }
 
