@@ -4,7 +4,7 @@ One command measures, one server at a time, on the bundled model with the same t
 and per-request context:
 
 - llmux (continuous batching, default slots),
-- llmux with ``LLMUX_NUM_PARALLEL=1`` (one request at a time, like Ollama's default),
+- llmux with ``LLMUX_ENGINE__NUM_PARALLEL=1`` (one request at a time, like Ollama's default),
 - ``python -m llama_cpp.server`` (llama-cpp-python's server; installed by this script
   into a throwaway venv, from the engine wheel this machine already built when there is
   one).
@@ -172,8 +172,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         starters = [
-            ("llmux", lambda: start_llmux("llmux", home, args.threads, args.ctx, LLMUX_NUM_PARALLEL=str(args.slots))),
-            ("llmux num_parallel=1", lambda: start_llmux("llmux-serial", home, args.threads, args.ctx, LLMUX_NUM_PARALLEL="1")),
+            ("llmux", lambda: start_llmux("llmux", home, args.threads, args.ctx, LLMUX_ENGINE__NUM_PARALLEL=str(args.slots))),
+            ("llmux num_parallel=1", lambda: start_llmux("llmux-serial", home, args.threads, args.ctx, LLMUX_ENGINE__NUM_PARALLEL="1")),
         ]  # fmt: skip
         if not args.no_peer:
             starters.append(("llama_cpp.server", lambda: start_peer(home, Path(args.peer_venv), args.threads, args.ctx)))  # fmt: skip

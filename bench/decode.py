@@ -77,9 +77,9 @@ def start_server(home: str, threads: int, n_ctx: int) -> tuple[subprocess.Popen[
         **os.environ,
         "LLMUX_HOME": home,
         "LLMUX_HOST": f"127.0.0.1:{port}",
-        "LLMUX_NUM_THREAD": str(threads),
-        "LLMUX_NUM_CTX": str(n_ctx),
-        "LLMUX_KEEP_ALIVE": "-1",
+        "LLMUX_ENGINE__NUM_THREAD": str(threads),
+        "LLMUX_ENGINE__NUM_CTX": str(n_ctx),
+        "LLMUX_ENGINE__KEEP_ALIVE": "-1",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmux", "serve"],

@@ -141,6 +141,7 @@ class Target:
     url: str  # base URL ending in /v1
     headers: dict[str, str] = field(default_factory=dict)
     run: Running | None = None
+    model: str = MODEL  # the name clients ask for
 
 
 def spawn(name: str, cmd: list[str], work: Path, probe: str, url: str, **env: str) -> Running:
@@ -151,30 +152,49 @@ def spawn(name: str, cmd: list[str], work: Path, probe: str, url: str, **env: st
     return wait_ready(Running(name, url, proc, log), probe)
 
 
-def start_llmux(work: Path, upstream: str) -> Target:
+def start_llmux(
+    work: Path,
+    upstream: str,
+    name: str = "llmux",
+    exposed: str = MODEL,
+    **settings: str,
+) -> Target:
+    """llmux with one OpenAI-type upstream serving ``MODEL`` as ``exposed``; ``settings``
+    are extra LLMUX_* variables (a policy, say)."""
     port = free_port()
-    config = work / "llmux.toml"
+    config = work / f"{name}.toml"
     config.write_text(
-        f'bundled_model = ""\n[[upstreams]]\nname = "fast"\ntype = "openai"\n'
-        f'url = "{upstream}/v1"\nmodels = ["{MODEL}"]\n'
+        f'[store]\nbundled_model = ""\n[[upstreams]]\nname = "fast"\ntype = "openai"\n'
+        f'url = "{upstream}/v1"\nmodels = {{ "{exposed}" = "{MODEL}" }}\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
     env.update(
-        LLMUX_HOME=str(work / "llmux-home"),
+        LLMUX_HOME=str(work / f"{name}-home"),
         LLMUX_HOST=f"127.0.0.1:{port}",
         LLMUX_CONFIG=str(config),
-        LLMUX_LOG_LEVEL="warning",
+        LLMUX_SERVER__LOG_LEVEL="warning",
+        **settings,
     )
     url = f"http://127.0.0.1:{port}"
-    log = work / "llmux.log"
+    log = work / f"{name}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmux", "serve"],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    run = wait_ready(Running("llmux", url, proc, log), "/v1/models")
-    return Target("llmux", url + "/v1", run=run)
+    run = wait_ready(Running(name, url, proc, log), "/v1/models")
+    return Target(name, url + "/v1", run=run, model=exposed)
+
+
+def start_llmux_policy(work: Path, upstream: str) -> Target:
+    """llmux with a metadata-only policy (the access log): the fast path stays on."""
+    return start_llmux(work, upstream, "llmux+policy", LLMUX_SERVER__ACCESS_LOG="true")
+
+
+def start_llmux_renamed(work: Path, upstream: str) -> Target:
+    """llmux exposing the upstream's model under another name (rewritten on the fast path)."""
+    return start_llmux(work, upstream, "llmux-renamed", exposed="bench-renamed")
 
 
 def start_litellm(work: Path, upstream: str) -> Target:
@@ -255,7 +275,7 @@ async def load(
 ) -> dict[str, float]:
     body = json.dumps(
         {
-            "model": MODEL,
+            "model": target.model,
             "stream": stream,
             "max_tokens": 8,
             "messages": [{"role": "user", "content": "hi"}],
@@ -368,7 +388,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--concurrency", default="1,8,32,64")
     ap.add_argument("--workdir", type=Path, default=None, help="reused if it has installs")
-    ap.add_argument("--skip", default="", help="comma-separated: litellm,portkey")
+    ap.add_argument(
+        "--skip", default="", help="comma-separated: llmux+policy,llmux-renamed,litellm,portkey"
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument(
         "--clients",
@@ -400,7 +422,13 @@ def main() -> None:
         finally:
             up.stop()
         return
-    starters = {"llmux": start_llmux, "litellm": start_litellm, "portkey": start_portkey}
+    starters = {
+        "llmux": start_llmux,
+        "llmux+policy": start_llmux_policy,
+        "llmux-renamed": start_llmux_renamed,
+        "litellm": start_litellm,
+        "portkey": start_portkey,
+    }
     try:
         for name, starter in starters.items():
             if name not in skip:
@@ -448,6 +476,14 @@ def report(results: dict[str, dict[str, object]], levels: list[int]) -> None:
             f"| {name} | " + " | ".join(row) + f" | {added[0]:.2f} | {added[1]:.2f} | "
             f"{ttfb:.2f} | {results[name]['rss_idle_mib']:.0f} / {peak:.0f} |"
         )
+    for variant in ("llmux+policy", "llmux-renamed"):
+        if variant in results and "llmux" in results:
+            extra = cell(variant, "c1", "p50_ms") - cell("llmux", "c1", "p50_ms")
+            print(f"{variant} adds {extra:+.3f} ms at the median (c=1) over plain llmux")
+    for name in results:
+        if 32 in levels and name.startswith("llmux"):
+            ratio = cell(name, "c32", "p99_ms") / cell(name, "c32", "p50_ms")
+            print(f"{name} p99 / p50 at c=32: {ratio:.1f}x")
     if "llmux" in results and 32 in levels:
         ours = cell("llmux", "c32", "rps")
         for other in ("portkey", "litellm"):

@@ -60,7 +60,7 @@ def start_server(
     """Start ``llmux serve``; it must answer on ``port`` (LLMUX_HOST unless ``host_env`` is off)."""
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-    env.update({"LLMUX_HOME": str(home), "LLMUX_NUM_THREAD": "2"})
+    env.update({"LLMUX_HOME": str(home), "LLMUX_ENGINE__NUM_THREAD": "2"})
     if host_env:
         env["LLMUX_HOST"] = f"127.0.0.1:{port}"
     env.update(extra_env or {})
@@ -98,7 +98,7 @@ def running_server(
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from running_server(tmp_path_factory, "home", {"LLMUX_KEEP_ALIVE": "30m"})
+    yield from running_server(tmp_path_factory, "home", {"LLMUX_ENGINE__KEEP_ALIVE": "30m"})
 
 
 @pytest.fixture()

@@ -22,41 +22,71 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults() -> None:
     s = load_settings()
-    assert s.bind == ("127.0.0.1", 11434) and s.keep_alive_seconds == 300
+    assert s.bind == ("127.0.0.1", 11434) and s.engine.keep_alive_seconds == 300
     assert s.models_dir == Path("~/.llmux/models").expanduser()
-    assert s.reasoning_fields == ["reasoning_content"] and s.aliases == {}
+    assert s.server.reasoning_fields == ["reasoning_content"] and s.gateway.aliases == {}
 
 
 def test_priority_of_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "llmux.toml"
     config.write_text(
-        'num_ctx = 1024\nmax_queue = 7\nkeep_alive = "1h"\n[aliases]\n"Deepseek-Chat" = "smollm2:135m"\n'
+        '[engine]\nnum_ctx = 1024\nmax_queue = 7\nkeep_alive = "1h"\n'
+        '[gateway.aliases]\n"Deepseek-Chat" = "smollm2:135m"\n'
     )
-    monkeypatch.setenv("LLMUX_MAX_QUEUE", "9")
-    s = load_settings(config, num_ctx=2048)
-    assert s.num_ctx == 2048, "flags win"
-    assert s.max_queue == 9, "then the environment"
-    assert s.keep_alive_seconds == 3600 and s.aliases == {"Deepseek-Chat": "smollm2:135m"}, (
-        "then the file"
-    )
+    monkeypatch.setenv("LLMUX_ENGINE__MAX_QUEUE", "9")
+    s = load_settings(config, engine={"num_ctx": 2048})
+    assert s.engine.num_ctx == 2048, "flags win"
+    assert s.engine.max_queue == 9, "then the environment"
+    assert s.engine.keep_alive_seconds == 3600, "then the file"
+    assert s.gateway.aliases == {"Deepseek-Chat": "smollm2:135m"}
     monkeypatch.setenv("LLMUX_CONFIG", str(config))
-    assert load_settings().num_ctx == 1024
+    assert load_settings().engine.num_ctx == 1024
 
 
 def test_environment_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLMUX_KEEP_ALIVE", "-1")
-    monkeypatch.setenv("LLMUX_ORIGINS", "chrome-extension://*, https://app.example")
-    monkeypatch.setenv("LLMUX_REASONING_FIELDS", '["reasoning"]')
+    monkeypatch.setenv("LLMUX_ENGINE__KEEP_ALIVE", "-1")
+    monkeypatch.setenv("LLMUX_SERVER__ORIGINS", "chrome-extension://*, https://app.example")
+    monkeypatch.setenv("LLMUX_SERVER__REASONING_FIELDS", '["reasoning"]')
     monkeypatch.setenv("LLMUX_HOST", "0.0.0.0:8080")
     s = load_settings()
-    assert s.keep_alive_seconds == math.inf and s.reasoning_fields == ["reasoning"]
-    assert s.origins == ["chrome-extension://*", "https://app.example"]
+    assert s.engine.keep_alive_seconds == math.inf and s.server.reasoning_fields == ["reasoning"]
+    assert s.server.origins == ["chrome-extension://*", "https://app.example"]
     assert s.bind == ("0.0.0.0", 8080) and s.base_url == "http://127.0.0.1:8080"
+
+
+def test_flat_names_still_work_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "old.toml"
+    config.write_text('num_ctx = 1024\nmodels = "/srv/models"\n[aliases]\n"a" = "b"\n')
+    monkeypatch.setenv("LLMUX_ENGINE__MAX_QUEUE", "9")
+    monkeypatch.setenv("LLMUX_SERVER__ORIGINS", '["app://*"]')
+    monkeypatch.setenv("LLMUX_STORAGE__DATABASE_URL", "sqlite:////tmp/x.db")
+    with pytest.warns(DeprecationWarning, match="sectioned form") as seen:
+        s = load_settings(config, request_timeout=5)
+    assert s.engine.num_ctx == 1024 and s.engine.max_queue == 9 and s.engine.request_timeout == 5
+    assert s.models_dir == Path("/srv/models") and s.gateway.aliases == {"a": "b"}
+    assert s.server.origins == ["app://*"] and s.storage.database_url == "sqlite:////tmp/x.db"
+    text = " ".join(str(w.message) for w in seen)
+    assert "num_ctx -> engine.num_ctx" in text and "max_queue -> engine.max_queue" in text
+
+
+def test_sectioned_environment_beats_a_flat_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMUX_ENGINE__MAX_QUEUE", "9")
+    monkeypatch.setenv("LLMUX_ENGINE__MAX_QUEUE", "11")
+    with pytest.warns(DeprecationWarning):
+        assert load_settings().engine.max_queue == 11
 
 
 @pytest.mark.parametrize(
     "bad",
-    [{"keep_alive": "soon"}, {"num_ctx": 10}, {"reasoning_fields": ["thoughts"]}, {"max_queue": 0}],
+    [
+        {"engine": {"keep_alive": "soon"}},
+        {"engine": {"num_ctx": 10}},
+        {"server": {"reasoning_fields": ["thoughts"]}},
+        {"engine": {"max_queue": 0}},
+        {"engine": {"no_such_key": 1}},
+    ],
 )
 def test_bad_values_are_rejected(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

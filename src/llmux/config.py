@@ -1,19 +1,27 @@
-"""The one Settings object.
+"""The one Settings object, in sections: one per component, each component takes only
+its own.
 
 Sources, highest priority first: explicit overrides (CLI flags), environment variables
-``LLMUX_*``, a TOML file (``--config`` or ``LLMUX_CONFIG``), defaults. It is built once
-by :func:`load_settings` and passed down; nothing else reads ``os.environ``.
+``LLMUX_<SECTION>__<KEY>`` (``LLMUX_HOME``, ``LLMUX_HOST`` and ``LLMUX_CONFIG`` have no
+section), a TOML file (``--config`` or ``LLMUX_CONFIG``) with one table per section,
+defaults. It is built once by :func:`load_settings` and passed down; nothing else reads
+``os.environ``.
+
+The flat names of earlier releases (``num_ctx``, ``LLMUX_MAX_QUEUE``, ``database_url``...)
+still work: :data:`FLAT_NAMES` moves each into its section with a deprecation warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -26,7 +34,9 @@ from llmux.core.durations import parse_setting_duration
 from llmux.errors import LlmuxError
 from llmux.upstream.settings import GatewaySettings, UpstreamSettings
 
+log = logging.getLogger(__name__)
 DEFAULT_PORT = 11434
+ENV_PREFIX = "LLMUX_"
 ReasoningField = Literal["reasoning_content", "reasoning"]
 
 
@@ -44,94 +54,34 @@ def parse_host(value: str) -> tuple[str, int]:
     return host, port
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="LLMUX_", extra="ignore", env_nested_delimiter="__"
-    )
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    host: str = Field("127.0.0.1:11434", description="host:port to bind and to reach the server")
-    home: Path = Field(Path("~/.llmux"), description="where all state lives")
-    models: Path | None = Field(None, description="model store; default $LLMUX_HOME/models")
-    config: Path | None = Field(None, description="TOML configuration file")
 
-    keep_alive: str | int | float = Field("5m", description="how long an idle model stays loaded")
-    num_ctx: int = Field(4096, ge=64)
-    num_thread: int | None = Field(None, ge=1)
-    num_gpu: int = -1
-    num_parallel: int | None = Field(
-        None, ge=1, le=64, description="sequences one model decodes together; None = auto"
-    )
-    parallel: dict[str, int] = Field(
-        default_factory=dict, description="per-model num_parallel: model name -> slots"
-    )
-    flash_attention: bool = Field(
-        True, description="llama.cpp flash attention where the backend supports it; false: off"
-    )
-    kv_budget_mib: int = Field(2048, ge=16, description="KV cache memory auto num_parallel may use")
-    request_timeout: float | None = Field(
-        None, gt=0, description="seconds a generation may take, queue included; None = no limit"
-    )
-    max_loaded_models: int = Field(3, ge=1)
-    max_queue: int = Field(512, ge=1)
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+class ServerSettings(Section):
+    """The HTTP layer: who may call, how much they may send, how replies are spelled."""
 
-    bundled_model: str = Field("smollm2:135m", description="name for the bundled GGUF; '' skips")
     origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="extra allowed CORS origins (list, or comma-separated)"
     )
-    aliases: dict[str, str] = Field(default_factory=dict, description="exposed name -> model")
-    upstreams: list[UpstreamSettings] = Field(
-        default_factory=list, description="upstream servers ([[upstreams]] tables)"
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or CIDR ranges of reverse proxies whose X-Forwarded-For is"
+        " believed; empty: the peer address is the client",
     )
-    gateway: GatewaySettings = Field(
-        default_factory=GatewaySettings, description="upstream keep-alive and health checks"
+    log_level: str = "info"
+    access_log: bool = Field(
+        default=False, description="one log line per model operation (llmux.access logger)"
     )
     reasoning_fields: list[ReasoningField] = Field(
         default_factory=lambda: list[ReasoningField](["reasoning_content"]),
         description="OpenAI-API field name(s) for the thinking trace: DeepSeek's and/or Ollama's",
     )
-    balance_currency: str = Field("CNY", description="currency GET /user/balance reports")
-    balance_total: str = Field("0.00", description="balance GET /user/balance reports, as a string")
-    database_url: str | None = Field(
-        None,
-        description="conversation history database: sqlite:///PATH or postgresql://USER@HOST/DB;"
-        " default $LLMUX_HOME/llmux.db",
+    balance_currency: str = Field(default="CNY", description="currency GET /user/balance reports")
+    balance_total: str = Field(
+        default="0.00", description="balance GET /user/balance reports, as a string"
     )
-    pull_max_parts: int = Field(
-        16, ge=1, le=64, description="ranged parts one blob download is split into, at most"
-    )
-    pull_part_min_mib: int = Field(
-        100, ge=1, description="smallest ranged part of a blob download, in MiB"
-    )
-    registry_timeout: float = Field(
-        30.0, gt=0, description="seconds to wait for a registry to connect or send more bytes"
-    )
-    hf_endpoint: str = Field(
-        "https://huggingface.co", description="Hugging Face Hub URL that hf.co/ names pull from"
-    )
-    log_level: str = "info"
-
-    @field_validator("keep_alive")
-    @classmethod
-    def _check_keep_alive(cls, v: str | int | float) -> str | int | float:
-        try:
-            parse_setting_duration(v)
-        except LlmuxError as exc:
-            raise ValueError(exc.message) from None
-        return v
-
-    @field_validator("upstreams")
-    @classmethod
-    def _unique_upstreams(cls, v: list[UpstreamSettings]) -> list[UpstreamSettings]:
-        names = [u.name for u in v]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"upstream names must be unique; repeated: {', '.join(dupes)}")
-        return v
-
-    @property
-    def keep_alive_seconds(self) -> float:
-        return parse_setting_duration(self.keep_alive)
 
     @field_validator("origins", mode="before")
     @classmethod
@@ -143,6 +93,222 @@ class Settings(BaseSettings):
             return [o.strip() for o in text.split(",") if o.strip()]
         return v
 
+
+class EngineSettings(Section):
+    """The embedded llama.cpp engine."""
+
+    keep_alive: str | int | float = Field(
+        default="5m", description="how long an idle model stays loaded"
+    )
+    num_ctx: int = Field(default=4096, ge=64)
+    num_thread: int | None = Field(default=None, ge=1)
+    num_gpu: int = -1
+    num_parallel: int | None = Field(
+        default=None, ge=1, le=64, description="sequences one model decodes together; None = auto"
+    )
+    parallel: dict[str, int] = Field(
+        default_factory=dict, description="per-model num_parallel: model name -> slots"
+    )
+    flash_attention: bool = Field(
+        default=True,
+        description="llama.cpp flash attention where the backend supports it; false: off",
+    )
+    kv_budget_mib: int = Field(
+        default=2048, ge=16, description="KV cache memory auto num_parallel may use"
+    )
+    request_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds a generation may take, queue included; None = no limit",
+    )
+    max_loaded_models: int = Field(default=3, ge=1)
+    max_queue: int = Field(default=512, ge=1)
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _check_keep_alive(cls, v: str | int | float) -> str | int | float:
+        try:
+            parse_setting_duration(v)
+        except LlmuxError as exc:
+            raise ValueError(exc.message) from None
+        return v
+
+    @property
+    def keep_alive_seconds(self) -> float:
+        return parse_setting_duration(self.keep_alive)
+
+
+class StoreSettings(Section):
+    """The model store and registry transfers."""
+
+    path: Path | None = Field(default=None, description="model store; default $LLMUX_HOME/models")
+    bundled_model: str = Field(
+        default="smollm2:135m", description="name for the bundled GGUF; '' skips"
+    )
+    pull_max_parts: int = Field(
+        default=16, ge=1, le=64, description="ranged parts one blob download is split into, at most"
+    )
+    pull_part_min_mib: int = Field(
+        default=100, ge=1, description="smallest ranged part of a blob download, in MiB"
+    )
+    registry_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds to wait for a registry to connect or send more bytes",
+    )
+    hf_endpoint: str = Field(
+        default="https://huggingface.co",
+        description="Hugging Face Hub URL that hf.co/ names pull from",
+    )
+
+
+class StorageSettings(Section):
+    """The SQL database (conversation history; principals, usage and audit later)."""
+
+    database_url: str | None = Field(
+        default=None,
+        description="sqlite:///PATH or postgresql://USER@HOST/DB; default $LLMUX_HOME/llmux.db",
+    )
+
+
+class AuthSettings(Section):
+    """Access control (filled by the access-control work)."""
+
+
+class LimitsSettings(Section):
+    """Rate limits and budgets (filled by the quota work)."""
+
+
+class CacheSettings(Section):
+    """The response cache (filled by the cache work)."""
+
+
+class RedisSettings(Section):
+    """Shared state across replicas (filled by the quota and cache work)."""
+
+
+class AuditSettings(Section):
+    """The audit trail (filled by the observability work)."""
+
+
+class MetricsSettings(Section):
+    """Prometheus metrics (filled by the observability work)."""
+
+
+class BatchSettings(Section):
+    """The Batch API (filled by the batch work)."""
+
+
+# flat name of earlier releases -> (section, key)
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    **{k: ("server", k) for k in ServerSettings.model_fields},
+    **{k: ("engine", k) for k in EngineSettings.model_fields},
+    **{k: ("store", k) for k in StoreSettings.model_fields if k != "path"},
+    "models": ("store", "path"),
+    "database_url": ("storage", "database_url"),
+    "aliases": ("gateway", "aliases"),
+}
+
+
+def nest_flat(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` with every flat name of earlier releases moved into its section (the
+    flat value wins over one already there) and a deprecation warning naming them."""
+    flat = [k for k in data if k in FLAT_NAMES]
+    if not flat:
+        return data
+    data = dict(data)
+    for name in flat:
+        section, key = FLAT_NAMES[name]
+        target = data.get(section)
+        target = dict(target) if isinstance(target, dict) else {}
+        target[key] = data.pop(name)
+        data[section] = target
+    moved = ", ".join(f"{n} -> {FLAT_NAMES[n][0]}.{FLAT_NAMES[n][1]}" for n in flat)
+    message = (
+        f"flat setting names in {where} are deprecated; use the sectioned form "
+        f"(TOML [section] tables, LLMUX_<SECTION>__<KEY>): {moved}"
+    )
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
+    log.warning(message)
+    return data
+
+
+class LegacyEnv(PydanticBaseSettingsSource):
+    """``LLMUX_<FLAT_NAME>`` variables of earlier releases, moved into their sections."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        env = {k.upper(): v for k, v in os.environ.items()}
+        for flat, (section, key) in FLAT_NAMES.items():
+            value = env.get(ENV_PREFIX + flat.upper())
+            if value is not None:
+                found[flat] = _decode_env(value, section, key)
+        return nest_flat(found, "the environment")
+
+
+class SectionedToml(TomlConfigSettingsSource):
+    """The TOML file, with top-level flat names of earlier releases moved into sections."""
+
+    def __call__(self) -> dict[str, Any]:
+        return nest_flat(super().__call__(), str(self.toml_file_path))
+
+
+def _decode_env(value: str, section: str, key: str) -> Any:
+    """JSON for list and table values (as pydantic-settings decodes them), else the text."""
+    annotation = Settings.model_fields[section].annotation
+    field = annotation.model_fields[key]  # type: ignore[union-attr]
+    origin = getattr(field.annotation, "__origin__", None)
+    text = value.strip()
+    if origin in (list, dict) and text[:1] in ("[", "{"):
+        return json.loads(text)
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", env_nested_delimiter="__"
+    )
+
+    host: str = Field("127.0.0.1:11434", description="host:port to bind and to reach the server")
+    home: Path = Field(Path("~/.llmux"), description="where all state lives")
+    config: Path | None = Field(None, description="TOML configuration file")
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    gateway: GatewaySettings = Field(
+        default_factory=GatewaySettings, description="upstream keep-alive, aliases"
+    )
+    upstreams: list[UpstreamSettings] = Field(
+        default_factory=list, description="upstream servers ([[upstreams]] tables)"
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_flat_names(cls, data: Any) -> Any:
+        """Flat names passed in code (overrides) go into their sections too."""
+        return nest_flat(data, "overrides") if isinstance(data, dict) else data
+
+    @field_validator("upstreams")
+    @classmethod
+    def _unique_upstreams(cls, v: list[UpstreamSettings]) -> list[UpstreamSettings]:
+        names = [u.name for u in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"upstream names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -152,10 +318,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            LegacyEnv(settings_cls),
+        ]
         toml_file = settings_cls.model_config.get("toml_file")
         if toml_file:
-            sources.append(TomlConfigSettingsSource(settings_cls))
+            sources.append(SectionedToml(settings_cls))
         return tuple(sources)
 
     @property
@@ -177,7 +347,7 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return (self.models or self.home_dir / "models").expanduser()
+        return (self.store.path or self.home_dir / "models").expanduser()
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -7,21 +7,28 @@ stable machine-readable ``code``::
     LlmuxError (500 internal_error)
     ├── InvalidRequest (400 invalid_request)
     │   └── CapabilityNotSupported (400 unsupported_capability)
+    ├── Unauthorized (401 unauthorized, carries WWW-Authenticate)
+    ├── PaymentRequired (402 insufficient_balance)  DeepSeek's "Insufficient Balance"
     ├── Forbidden (403 forbidden)
+    │   └── InsufficientScope (403 insufficient_scope)  the credential lacks a scope
     ├── NotFound (404 not_found)
     │   └── ModelNotFound (404 model_not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── PayloadTooLarge (413 payload_too_large)
-    ├── RateLimited (429 rate_limited, carries Retry-After)  an upstream kept refusing
+    ├── RateLimited (429 rate_limited, carries Retry-After and limit headers)
     ├── ServerBusy (503 server_busy, carries Retry-After)
     ├── Timeout (504 timeout)              a deadline passed before the reply was done
     ├── BackendError (500 backend_error)   a model or upstream failed while serving
     └── UpstreamError (502 upstream_error) an upstream server failed or is unreachable
 
-Messages say what to do next where there is something to do.
+Messages say what to do next where there is something to do. An error is built with
+its status (a class's own, or ``status=`` for one passed through from another server)
+and may carry response headers; ``retry_after`` becomes ``Retry-After``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class LlmuxError(Exception):
@@ -34,11 +41,22 @@ class LlmuxError(Exception):
         *,
         param: str | None = None,
         retry_after: float | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.retry_after = retry_after
+        if status is not None:
+            self.status = status
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def response_headers(self) -> dict[str, str]:
+        out = dict(self.headers)
+        if self.retry_after is not None:
+            out.setdefault("Retry-After", str(max(1, round(self.retry_after))))
+        return out
 
 
 class InvalidRequest(LlmuxError):
@@ -50,9 +68,35 @@ class CapabilityNotSupported(InvalidRequest):
     code = "unsupported_capability"
 
 
+class Unauthorized(LlmuxError):
+    """No credential, or one that is not valid; says how to authenticate."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(
+        self, message: str, *, scheme: str = "Bearer", realm: str = "llmux", error: str = ""
+    ) -> None:
+        challenge = f'{scheme} realm="{realm}"' + (f', error="{error}"' if error else "")
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+class PaymentRequired(LlmuxError):
+    status = 402
+    code = "insufficient_balance"
+
+
 class Forbidden(LlmuxError):
     status = 403
     code = "forbidden"
+
+
+class InsufficientScope(Forbidden):
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str, message: str | None = None) -> None:
+        super().__init__(message or f"this credential lacks the '{scope}' scope", param=scope)
+        self.scope = scope
 
 
 class NotFound(LlmuxError):

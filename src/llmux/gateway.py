@@ -1,42 +1,94 @@
-"""The gateway: the one object routes talk to.
+"""The gateway: the one door to every model operation.
 
-It resolves model names (aliases from configuration), runs the policy chain and hands
-the request to the backend that serves the model: the embedded engine, or a pool of
-upstream servers (plus the engine, when it has the model too) from :mod:`llmux.upstream`.
+Routes, the serving layer, the conversations API and the relay all come here, with a
+:class:`~llmux.core.context.RequestContext`. The gateway
+
+* resolves a requested name (aliases from configuration) and makes the one routing
+  decision, :meth:`Gateway.route`: the local backend (the embedded engine), or a pool of
+  upstream servers (with the local backend as one more member when it has the model
+  too), plus the members the relay fast path may use;
+* runs the policy chain (:mod:`llmux.policies`) around chat and embed operations, the
+  relay fast path included, and hands every policy the outcome at the end;
+* lists, shows, loads and unloads models on the backend that serves them, and manages
+  the model store (pull, push, create, copy, delete, blobs) through its
+  :class:`~llmux.models.manager.ModelManager`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from llmux.core.backend import Backend
 from llmux.core.chunks import ChatChunk, EmbedResult
+from llmux.core.context import RequestContext
+from llmux.core.models import LoadedInfo, ModelCard, ModelInfo
 from llmux.core.names import ModelName
-from llmux.core.request import ChatRequest, EmbedRequest, RequestContext
-from llmux.engine.engine import LocalEngine
-from llmux.errors import InvalidRequest
-from llmux.models.store import ModelStore
-from llmux.policies import Handler, Policy, compose
-from llmux.upstream.pool import LocalMember
-from llmux.upstream.router import Listed, UpstreamRouter
+from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions
+from llmux.errors import BackendError, InvalidRequest, ModelNotFound
+from llmux.models.create import CreateSpec
+from llmux.models.manager import ModelManager
+from llmux.models.progress import Progress
+from llmux.policies import Handler, Operation, Policy, compose
+from llmux.policies.meter import ChunkMeter, Meter, RelayMeter, observed
+from llmux.upstream import listing
+from llmux.upstream.pool import LocalMember, Pool, Target
+from llmux.upstream.router import UpstreamRouter
+from llmux.upstream.server import Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one model name is served."""
+
+    name: str  # the resolved display name
+    backend: Backend  # the local backend, or a pool of upstreams (+ the local one)
+    targets: tuple[Target, ...] = ()  # the upstream members, when upstreams serve it
+
+    @property
+    def upstream(self) -> bool:
+        return bool(self.targets)
+
+    @property
+    def kind(self) -> str:
+        """What policies see as ``op.backend``: ``pool``, or the local backend's name."""
+        return "pool" if self.targets else self.backend.name
+
+    def fast(self, api: str) -> list[Target]:
+        """Members the relay may pass bytes to unparsed: every member is an upstream that
+        speaks ``api`` and allows the fast path, and no local copy takes part. Their own
+        model names may differ from the exposed one: the relay rewrites that field."""
+        if not self.targets or (isinstance(self.backend, Pool) and self.backend.local):
+            return []
+        ok = all(
+            isinstance(m, Upstream) and m.type == api and m.settings.fast_path
+            for m, _ in self.targets
+        )
+        return list(self.targets) if ok else []
 
 
 class Gateway:
     def __init__(
         self,
-        store: ModelStore,
-        engine: LocalEngine,
+        local: Backend,
+        *,
+        manager: ModelManager | None = None,
+        upstreams: UpstreamRouter | None = None,
         aliases: dict[str, str] | None = None,
         policies: Sequence[Policy] = (),
-        upstreams: UpstreamRouter | None = None,
     ) -> None:
-        self.store = store
-        self.engine = engine
+        self.local = local
+        self.manager = manager
+        self.upstreams = upstreams or UpstreamRouter([])
         self.aliases = {k.lower(): v for k, v in (aliases or {}).items()}
         self.policies = tuple(policies)
-        self.upstreams = upstreams or UpstreamRouter([])
-        self.local = LocalMember(engine)
-        self._chat: Handler = compose(policies, self._backend_chat)
+        self.needs_bodies = any(p.needs_body for p in self.policies)
+        self._member = LocalMember(local)
+        self._chain: Handler = compose(self.policies, self._backend)
+
+    # -- names and routing ------------------------------------------------------------
 
     def resolve_name(self, model: str) -> str:
         """The canonical display name for what a client asked for (aliases applied);
@@ -47,42 +99,178 @@ class Gateway:
             return hit
         return ModelName.parse(target).display
 
-    def installed_locally(self, name: str) -> bool:
-        try:
-            return self.store.manifest_path(ModelName.parse(name)).is_file()
-        except InvalidRequest:
-            return False
+    def route(self, model: str) -> Route:
+        """The one local-or-upstream decision, for every operation."""
+        name = self.resolve_name(model)
+        targets = self.upstreams.targets(name)
+        if not targets:
+            return Route(name, self.local)
+        local = self._member if self.local.has(name) else None
+        return Route(name, self.upstreams.pool(name, local), tuple(targets))
 
-    def require_model(self, name: str) -> str:
+    def require_model(self, model: str) -> str:
         """The resolved name, or ModelNotFound when no backend serves it."""
-        resolved = self.resolve_name(name)
-        if not self.upstreams.targets(resolved):
-            self.engine.record(resolved)
-        return resolved
+        route = self.route(model)
+        if not route.upstream and not self.local.has(route.name):
+            raise ModelNotFound(route.name, hint="`llmux list` shows the installed models")
+        return route.name
 
-    def upstream_models(self) -> list[Listed]:
-        return self.upstreams.listed()
+    # -- generation (through the policy chain) -------------------------------------------
 
-    async def start(self) -> None:
-        await self.upstreams.start()
-
-    def chat(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        request = dataclasses.replace(request, model=self.resolve_name(request.model))
-        return self._chat(ctx, request)
-
-    def _backend_chat(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        if self.upstreams.targets(request.model):
-            local = self.local if self.installed_locally(request.model) else None
-            return self.upstreams.pool(request.model, local).chat(request)
-        return self.engine.chat(request)
+    def chat(
+        self, ctx: RequestContext, request: ChatRequest, *more: ChatRequest, stream: bool = True
+    ) -> AsyncIterator[ChatChunk]:
+        """One chat/generate/completion operation; ``more`` are further prompts of the
+        same completions request (their chunks' ``index`` continues after the first's)."""
+        route = self.route(request.model)
+        requests = tuple(dataclasses.replace(r, model=route.name) for r in (request, *more))
+        op = Operation("chat", route.name, stream=stream, backend=route.kind, requests=requests)
+        return self._run(ctx, op, ChunkMeter(request.n))
 
     async def embed(self, ctx: RequestContext, request: EmbedRequest) -> EmbedResult:
-        request = dataclasses.replace(request, model=self.resolve_name(request.model))
-        if self.upstreams.targets(request.model):
-            local = self.local if self.installed_locally(request.model) else None
-            return await self.upstreams.pool(request.model, local).embed(request)
-        return await self.engine.embed(request)
+        route = self.route(request.model)
+        request = dataclasses.replace(request, model=route.name)
+        op = Operation("embed", route.name, backend=route.kind, embed=request)
+        result: EmbedResult | None = None
+        async for item in self._run(ctx, op, ChunkMeter()):
+            result = item  # read to the end, so the policies see the outcome
+        if result is None:
+            raise BackendError("the backend returned no embeddings")
+        return result
+
+    def relay(
+        self, ctx: RequestContext, name: str, stream: bool, source: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        """The relay fast path's bytes, through the chain (metadata policies only: the
+        fast path is off while any policy needs bodies)."""
+        op = Operation("chat", name, stream=stream, backend="relay")
+
+        def handler(ctx: RequestContext, op: Operation) -> AsyncIterator[Any]:
+            return source
+
+        return self._run(ctx, op, RelayMeter(), compose(self.policies, handler))
+
+    def _run(
+        self, ctx: RequestContext, op: Operation, meter: Meter, chain: Handler | None = None
+    ) -> AsyncIterator[Any]:
+        items = (chain or self._chain)(ctx, op)
+        if not self.policies:
+            return items
+        return observed(ctx, op, items, self.policies, meter)
+
+    def _backend(self, ctx: RequestContext, op: Operation) -> AsyncIterator[Any]:
+        backend = self.route(op.model).backend
+        if op.kind == "embed":
+            assert op.embed is not None
+            return _one(backend.embed(ctx, op.embed))
+        if len(op.requests) == 1:
+            return backend.chat(ctx, op.requests[0])
+        return _merged(backend, ctx, op.requests)
+
+    # -- models ---------------------------------------------------------------------------
+
+    def models(self, ctx: RequestContext, *, aliases: bool = False) -> list[ModelInfo]:
+        """Installed models first, then upstream models not shadowed by them, then (with
+        ``aliases``) each configured alias under its own name."""
+        out = self.local.models()
+        taken = {m.name for m in out}
+        for item in self.upstreams.listed():
+            if item.name not in taken:
+                taken.add(item.name)
+                out.append(listing.model_info(item))
+        if aliases:
+            oldest = min((m.modified_at for m in out), default=listing.EPOCH)
+            out += [ModelInfo(name=a, modified_at=oldest, owned_by="llmux") for a in self.aliases]
+        return out
+
+    def model(self, ctx: RequestContext, model_id: str) -> ModelInfo:
+        """One model, as ``GET /v1/models/{id}`` shows it: an alias or an installed model
+        under the id asked for, an upstream model under its exposed name."""
+        if model_id.strip().lower() in self.aliases:
+            return next(m for m in self.models(ctx, aliases=True) if m.name == model_id.lower())
+        route = self.route(model_id)
+        listed = {m.name: m for m in self.models(ctx)}
+        found = listed.get(self.require_model(model_id))
+        if found is None:
+            raise ModelNotFound(model_id)
+        return found if route.upstream else dataclasses.replace(found, name=model_id)
+
+    async def show(self, ctx: RequestContext, model: str, verbose: bool = False) -> ModelCard:
+        route = self.route(model)
+        return await route.backend.show(route.name, verbose)
+
+    async def load(
+        self, ctx: RequestContext, model: str, keep_alive: float | None, load: LoadOptions
+    ) -> int:
+        route = self.route(model)
+        return await route.backend.load(route.name, keep_alive, load)
+
+    async def unload(self, ctx: RequestContext, model: str) -> None:
+        route = self.route(model)
+        await route.backend.unload(route.name)
+
+    def ps(self, ctx: RequestContext) -> list[LoadedInfo]:
+        return self.local.loaded()
+
+    def upstream_snapshot(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        return self.upstreams.snapshot()
+
+    # -- the model store --------------------------------------------------------------------
+
+    @property
+    def _models(self) -> ModelManager:
+        if self.manager is None:
+            raise InvalidRequest("this server has no model store")
+        return self.manager
+
+    def pull(
+        self, ctx: RequestContext, model: str, insecure: bool = False
+    ) -> AsyncGenerator[Progress, None]:
+        return self._models.pull(model, insecure)
+
+    def push(
+        self, ctx: RequestContext, model: str, insecure: bool = False
+    ) -> AsyncGenerator[Progress, None]:
+        return self._models.push(model, insecure)
+
+    def create(self, ctx: RequestContext, spec: CreateSpec) -> AsyncGenerator[Progress, None]:
+        return self._models.create(spec)
+
+    def copy(self, ctx: RequestContext, source: str, destination: str) -> None:
+        self._models.copy(self.resolve_name(source), destination)
+
+    async def delete(self, ctx: RequestContext, model: str) -> None:
+        name = self._models.check_installed(model)  # 404 before anything changes
+        await self.local.unload(name.display)
+        self._models.delete(name)
+
+    def has_blob(self, ctx: RequestContext, digest: str) -> bool:
+        return self._models.has_blob(digest)
+
+    async def put_blob(
+        self, ctx: RequestContext, digest: str, chunks: AsyncIterator[bytes]
+    ) -> bool:
+        return await self._models.put_blob(digest, chunks)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.local.start()
+        await self.upstreams.start()
 
     async def aclose(self) -> None:
         await self.upstreams.aclose()
-        await self.engine.aclose()
+        await self.local.aclose()
+
+
+async def _one(result: Any) -> AsyncIterator[Any]:
+    yield await result
+
+
+async def _merged(
+    backend: Backend, ctx: RequestContext, requests: tuple[ChatRequest, ...]
+) -> AsyncIterator[ChatChunk]:
+    """Several prompts one after another, their choices numbered on."""
+    for i, request in enumerate(requests):
+        async for chunk in backend.chat(ctx, request):
+            yield dataclasses.replace(chunk, index=i * request.n + chunk.index)

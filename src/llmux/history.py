@@ -17,18 +17,19 @@ from typing import Any
 import anyio
 
 from llmux.core.chunks import ChatChunk
-from llmux.core.request import ChatRequest, RequestContext
-from llmux.errors import InvalidRequest
-from llmux.gateway import Gateway
-from llmux.protocols.conversations import MessageBody, ReplyBody, title_from
-from llmux.protocols.ollama import convert
-from llmux.protocols.ollama.wire import ChatBody, WireMessage
-from llmux.storage.conversations import (
+from llmux.core.context import RequestContext
+from llmux.core.conversations import (
     Conversation,
     ConversationRepository,
     NewMessage,
     StoredMessage,
 )
+from llmux.core.request import ChatRequest
+from llmux.errors import InvalidRequest
+from llmux.gateway import Gateway
+from llmux.protocols.conversations import MessageBody, ReplyBody, title_from
+from llmux.protocols.ollama import convert
+from llmux.protocols.ollama.wire import ChatBody, WireMessage
 
 log = logging.getLogger(__name__)
 

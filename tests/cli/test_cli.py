@@ -87,7 +87,7 @@ def test_unreachable_history_database_is_one_line(tmp_path: Path) -> None:
         **os.environ,
         "LLMUX_HOME": str(tmp_path),
         "LLMUX_HOST": f"127.0.0.1:{free_port()}",
-        "LLMUX_DATABASE_URL": f"postgresql://llmux:s3cret@127.0.0.1:{free_port()}/llmux",
+        "LLMUX_STORAGE__DATABASE_URL": f"postgresql://llmux:s3cret@127.0.0.1:{free_port()}/llmux",
     }
     result = run_cli("serve", env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout

@@ -29,7 +29,9 @@ def registry() -> Iterator[FakeRegistry]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("cli-home"), extra_env={"LLMUX_NUM_CTX": "1024"})
+    server = start_server(
+        tmp_path_factory.mktemp("cli-home"), extra_env={"LLMUX_ENGINE__NUM_CTX": "1024"}
+    )
     yield server
     server.stop()
 

@@ -132,7 +132,9 @@ def test_context_shifts_when_num_predict_asks_for_more(server: Server, no_eos: d
 @pytest.fixture(scope="module")
 def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from running_server(
-        tmp_path_factory, "one-slot", {"LLMUX_NUM_PARALLEL": "1", "LLMUX_REQUEST_TIMEOUT": "4"}
+        tmp_path_factory,
+        "one-slot",
+        {"LLMUX_ENGINE__NUM_PARALLEL": "1", "LLMUX_ENGINE__REQUEST_TIMEOUT": "4"},
     )
 
 
@@ -184,7 +186,9 @@ def test_deadline_ends_a_stream_with_an_error(one_slot: Server, no_eos: dict[str
 @pytest.fixture(scope="module")
 def exact(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from running_server(
-        tmp_path_factory, "exact", {"LLMUX_NUM_PARALLEL": "4", "LLMUX_FLASH_ATTENTION": "false"}
+        tmp_path_factory,
+        "exact",
+        {"LLMUX_ENGINE__NUM_PARALLEL": "4", "LLMUX_ENGINE__FLASH_ATTENTION": "false"},
     )
 
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from llmux.config import Settings
+from llmux.config import StoreSettings
 from llmux.core.names import ModelName
 from llmux.errors import ModelNotFound
 from llmux.models.huggingface import GGUFFile, choose_file, repo_and_quant
@@ -93,8 +93,8 @@ def hub() -> Iterator[FakeHub]:
 
 
 def puller(home: Path, hub: FakeHub) -> Puller:
-    settings = Settings(home=home, hf_endpoint=f"http://127.0.0.1:{hub.port}", registry_timeout=10)
-    return Puller(ModelStore(settings.models_dir), settings)
+    settings = StoreSettings(hf_endpoint=f"http://127.0.0.1:{hub.port}", registry_timeout=10)
+    return Puller(ModelStore(home / "models"), settings)
 
 
 async def test_pull_a_quantisation_from_a_hub_repository(hub: FakeHub, tmp_path: Path) -> None:

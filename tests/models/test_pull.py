@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from llmux.config import Settings
+from llmux.config import StoreSettings
 from llmux.core.names import ModelName
 from llmux.errors import InvalidRequest, ModelNotFound
 from llmux.models.progress import Progress
@@ -32,8 +32,7 @@ def registry() -> Iterator[FakeRegistry]:
 
 def make_puller(home: Path, **overrides: Any) -> Puller:
     options: dict[str, Any] = {"pull_part_min_mib": 1, "registry_timeout": 10, **overrides}
-    settings = Settings(home=home, **options)
-    return Puller(ModelStore(settings.models_dir), settings)
+    return Puller(ModelStore(home / "models"), StoreSettings(**options))
 
 
 async def lines(stream: AsyncIterator[Progress]) -> list[dict[str, Any]]:
@@ -213,7 +212,7 @@ async def test_push_then_pull_back(registry: FakeRegistry, tmp_path: Path) -> No
     gguf.write_bytes(tiny_gguf(300_000))
     name = ModelName.parse(f"{registry.host}/team/tiny:v1")
     source.import_gguf(name, gguf)
-    settings = Settings(home=tmp_path / "a", registry_timeout=10)
+    settings = StoreSettings(registry_timeout=10)
     push = Push(source, settings, name, f"http://{registry.host}", insecure=True)
     reported: list[Progress] = []
     await push.run(reported.append)
@@ -240,4 +239,4 @@ async def test_push_then_pull_back(registry: FakeRegistry, tmp_path: Path) -> No
 async def test_push_of_a_missing_model_is_a_404(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     with pytest.raises(ModelNotFound):
-        Push(store, Settings(home=tmp_path), ModelName.parse("x/y/z"), "http://x", True)
+        Push(store, StoreSettings(), ModelName.parse("x/y/z"), "http://x", True)

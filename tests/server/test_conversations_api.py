@@ -21,9 +21,9 @@ def backend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Path, dict[str, str]]]:
     """A home directory and the environment that picks the database."""
-    env = {"LLMUX_KEEP_ALIVE": "30m"}
+    env = {"LLMUX_ENGINE__KEEP_ALIVE": "30m"}
     if request.param == "postgresql":
-        env["LLMUX_DATABASE_URL"] = request.getfixturevalue("pg_url")
+        env["LLMUX_STORAGE__DATABASE_URL"] = request.getfixturevalue("pg_url")
     yield tmp_path_factory.mktemp(f"conv-{request.param}"), env
 
 

@@ -183,7 +183,7 @@ def test_reasoning_field_names_are_configurable(
     (home / "models").parent.mkdir(parents=True, exist_ok=True)
     (home / "models").symlink_to(server.home / "models")
     srv = start_server(
-        home, extra_env={"LLMUX_REASONING_FIELDS": '["reasoning", "reasoning_content"]'}
+        home, extra_env={"LLMUX_SERVER__REASONING_FIELDS": '["reasoning", "reasoning_content"]'}
     )
     try:
         r = httpx.post(
@@ -264,8 +264,8 @@ def aliased(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("aliases")
     config = home / "llmux.toml"
     config.write_text(
-        'balance_currency = "USD"\nbalance_total = "12.50"\n'
-        '[aliases]\n"deepseek-chat" = "smollm2:135m"\n"deepseek-reasoner" = "library/smollm2:135m"\n'
+        '[server]\nbalance_currency = "USD"\nbalance_total = "12.50"\n'
+        '[gateway.aliases]\n"deepseek-chat" = "smollm2:135m"\n"deepseek-reasoner" = "library/smollm2:135m"\n'
     )
     srv = start_server(home, args=["--config", str(config)])
     yield srv

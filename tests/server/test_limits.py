@@ -15,7 +15,7 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def small_queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"LLMUX_MAX_QUEUE": "1", "LLMUX_NUM_PARALLEL": "1"}
+    env = {"LLMUX_ENGINE__MAX_QUEUE": "1", "LLMUX_ENGINE__NUM_PARALLEL": "1"}
     yield from running_server(tmp_path_factory, "queue", env)
 
 

@@ -28,7 +28,11 @@ def registry() -> Iterator[FakeRegistry]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"LLMUX_PULL_PART_MIN_MIB": "16", "LLMUX_KEEP_ALIVE": "30m", "LLMUX_NUM_CTX": "1024"}
+    env = {
+        "LLMUX_STORE__PULL_PART_MIN_MIB": "16",
+        "LLMUX_ENGINE__KEEP_ALIVE": "30m",
+        "LLMUX_ENGINE__NUM_CTX": "1024",
+    }
     server = start_server(tmp_path_factory.mktemp("models-home"), extra_env=env)
     yield server
     server.stop()

@@ -623,7 +623,7 @@ def test_foreign_host_header_is_403(http: httpx.Client) -> None:
 
 def test_origins(http: httpx.Client) -> None:
     r = http.get("/api/tags", headers={"Origin": "https://evil.example.com"})
-    assert r.status_code == 403 and "LLMUX_ORIGINS" in r.json()["error"]
+    assert r.status_code == 403 and "LLMUX_SERVER__ORIGINS" in r.json()["error"]
     r = http.get("/api/tags", headers={"Origin": "http://localhost:3000"})
     assert (
         r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"

@@ -426,7 +426,7 @@ def test_images_need_data_uris_and_a_vision_model(client: OpenAI) -> None:
 def test_mid_stream_error_event_makes_the_sdk_raise() -> None:
     """A failure after the stream started is a ``data: {"error": ...}`` event."""
     from llmux.errors import BackendError
-    from llmux.server.streaming import sse_events
+    from llmux.server.streaming import encoded
 
     async def failing() -> Any:
         yield {
@@ -441,7 +441,7 @@ def test_mid_stream_error_event_makes_the_sdk_raise() -> None:
         raise BackendError("the model crashed")
 
     async def render() -> bytes:
-        return "".join([e async for e in sse_events(failing())]).encode()
+        return "".join([e async for e in encoded(failing(), True, "/v1/chat/completions")]).encode()
 
     payload = asyncio.run(render())
     assert payload.rstrip().endswith(b'"code": "backend_error"}}') or b"backend_error" in payload

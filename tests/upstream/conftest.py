@@ -33,7 +33,9 @@ min_calls = 1000
 
 def gateway_config(real: str, scripted: str, dead: str) -> str:
     return f"""
+[store]
 bundled_model = ""
+
 [gateway]
 keepalive_s = 0.4
 
@@ -151,7 +153,7 @@ def scripted() -> Iterator[Scripted]:
 def real_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(
         tmp_path_factory.mktemp("upstream"),
-        extra_env={"LLMUX_KEEP_ALIVE": "30m", "LLMUX_NUM_PARALLEL": "2"},
+        extra_env={"LLMUX_ENGINE__KEEP_ALIVE": "30m", "LLMUX_ENGINE__NUM_PARALLEL": "2"},
     )
     yield srv
     srv.stop()

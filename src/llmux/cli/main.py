@@ -46,10 +46,11 @@ def serve(
     """Start the server (default 127.0.0.1:11434) with the bundled model ready."""
     import uvicorn
 
+    from llmux.observability import logs
     from llmux.server.app import create_app
     from llmux.storage.database import database_url, preflight
 
-    base = settings(config, log_level=log_level)
+    base = settings(config, server={"log_level": log_level} if log_level else None)
     bind_host, bind_port = base.bind
     if host:
         try:
@@ -66,10 +67,11 @@ def serve(
             else f"[{bind_host}]:{bind_port}"
         }
     )
-    level = configured.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = configured.server.log_level.upper()
+    logs.install()
+    logging.basicConfig(level=level, format=logs.LOG_FORMAT)
     try:
-        asyncio.run(preflight(database_url(configured.database_url, configured.home_dir)))
+        asyncio.run(preflight(database_url(configured.storage.database_url, configured.home_dir)))
     except LlmuxError as exc:
         fail(exc.message)
     err.print(f"llmux {__version__} listening on http://{bind_host}:{bind_port}")
@@ -77,7 +79,7 @@ def serve(
         create_app(configured),
         host=bind_host,
         port=bind_port,
-        log_level=configured.log_level.lower(),
+        log_level=configured.server.log_level.lower(),
         timeout_graceful_shutdown=10,
     )
 

@@ -7,12 +7,10 @@ model's parameters where Ollama's forces 1.0.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
-Api = Literal["ollama", "openai", "deepseek"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +115,6 @@ class ChatRequest:
     logit_bias: tuple[tuple[int, float], ...] = ()
     top_logprobs: int | None = None  # None: no logprobs
     prefix: str | None = None  # continue this assistant text (DeepSeek prefix completion)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def thinking_off(self) -> bool:
@@ -140,12 +137,3 @@ class EmbedRequest:
     dimensions: int | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
     keep_alive: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """Who asked and through which API; policies read it."""
-
-    api: Api
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    client: str | None = None

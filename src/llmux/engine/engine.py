@@ -14,11 +14,13 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from typing import Any
 
-from llmux.config import Settings
+from llmux.config import EngineSettings
 from llmux.core.chunks import ChatChunk, DoneReason, EmbedResult
+from llmux.core.context import RequestContext
+from llmux.core.models import LoadedInfo, ModelCard, ModelInfo
 from llmux.core.names import ModelName
 from llmux.core.postprocess import shape
 from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions, Sampling
@@ -28,6 +30,7 @@ from llmux.engine.prompt import PromptBuilder
 from llmux.engine.runner import LoadedModel, default_threads
 from llmux.errors import CapabilityNotSupported, InvalidRequest, ServerBusy
 from llmux.models.capabilities import capabilities
+from llmux.models.card import model_card, model_template
 from llmux.models.store import ModelRecord, ModelStore
 
 log = logging.getLogger(__name__)
@@ -36,19 +39,12 @@ REAP_INTERVAL_S = 0.25
 AUTO_SLOTS = 8  # the most sequence slots num_parallel "auto" gives a model
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedInfo:
-    name: str
-    size: int
-    digest: str
-    details: dict[str, Any]
-    expires_at: float | None
-    context_length: int
-    size_vram: int = 0
-
-
 class LocalEngine:
-    def __init__(self, store: ModelStore, settings: Settings) -> None:
+    """The engine as a :class:`~llmux.core.backend.Backend`: every installed model."""
+
+    name = "local"
+
+    def __init__(self, store: ModelStore, settings: EngineSettings) -> None:
         self.store = store
         self.settings = settings
         self.default_keep_alive = settings.keep_alive_seconds
@@ -81,9 +77,31 @@ class LocalEngine:
     def record(self, model: str) -> ModelRecord:
         return self.store.resolve(ModelName.parse(model))
 
+    def has(self, model: str) -> bool:
+        try:
+            return self.store.exists(ModelName.parse(model))
+        except InvalidRequest:
+            return False
+
+    def models(self) -> list[ModelInfo]:
+        return [
+            ModelInfo(
+                name=r.name.display,
+                modified_at=r.modified_at,
+                size=r.size,
+                digest=r.digest,
+                details=r.details(),
+                owned_by=r.name.namespace,
+            )
+            for r in self.store.installed()
+        ]
+
+    async def show(self, model: str, verbose: bool = False) -> ModelCard:
+        record = self.record(model)
+        return await asyncio.to_thread(model_card, self.store, record, verbose)
+
     def capabilities(self, record: ModelRecord) -> list[str]:
-        template = record.layers.get("template") or self.store.gguf(record).chat_template
-        return capabilities(self.store.gguf(record), template)
+        return capabilities(self.store.gguf(record), model_template(self.store, record))
 
     def check(self, record: ModelRecord, request: ChatRequest) -> None:
         """Refuse what the model can't do, before anything is loaded or streamed."""
@@ -236,7 +254,7 @@ class LocalEngine:
         self._pending += 1
 
     # -- generation --------------------------------------------------------------------
-    async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def chat(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         record = self.record(request.model)
         self.check(record, request)
         prompt = self.prompts.build(record, request)
@@ -321,7 +339,7 @@ class LocalEngine:
         return request.logit_bias
 
     # -- embeddings ---------------------------------------------------------------------
-    async def embed(self, request: EmbedRequest) -> EmbedResult:
+    async def embed(self, ctx: RequestContext, request: EmbedRequest) -> EmbedResult:
         record = self.record(request.model)
         start = time.perf_counter_ns()
         self._admit()

@@ -26,9 +26,9 @@ from llmux.errors import ModelNotFound
 from llmux.models.download import OpenRange
 from llmux.models.gguf import read_gguf
 from llmux.models.progress import Progress, Report
-from llmux.models.pull import Puller, new_http
 from llmux.models.registry import MAX_REDIRECTS, RegistryError
 from llmux.models.store import MODEL_MEDIA, gguf_config
+from llmux.models.transfer import Transfer, new_http
 
 _SPLIT = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.I)
 DEFAULT_QUANT = "q4_k_m"
@@ -80,7 +80,7 @@ def _lfs_sha(lfs: Any) -> str | None:
 
 
 class HuggingFacePull:
-    def __init__(self, puller: Puller, name: ModelName, raw: str) -> None:
+    def __init__(self, puller: Transfer, name: ModelName, raw: str) -> None:
         self.puller = puller
         self.name = name
         self.repo, self.quant = repo_and_quant(raw)

@@ -19,13 +19,13 @@ from collections.abc import AsyncIterator
 
 import anyio
 
-from llmux.config import Settings
+from llmux.config import StoreSettings
 from llmux.core.names import ModelName
 from llmux.errors import InvalidRequest
 from llmux.models.progress import Progress, Report
-from llmux.models.pull import layer_entry, new_http
 from llmux.models.registry import MANIFEST_ACCEPT, RegistryClient
 from llmux.models.store import ModelStore
+from llmux.models.transfer import layer_entry, new_http
 
 UPLOAD_CHUNK = 64 * 1024 * 1024
 READ_SIZE = 1024 * 1024
@@ -33,7 +33,7 @@ READ_SIZE = 1024 * 1024
 
 class Push:
     def __init__(
-        self, store: ModelStore, settings: Settings, name: ModelName, base: str, insecure: bool
+        self, store: ModelStore, settings: StoreSettings, name: ModelName, base: str, insecure: bool
     ) -> None:
         self.store = store
         self.settings = settings

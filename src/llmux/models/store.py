@@ -88,6 +88,9 @@ class ModelStore:
         self.manifests.mkdir(parents=True, exist_ok=True)
         self.blobs.mkdir(parents=True, exist_ok=True)
         self._gguf_cache: dict[str, GGUFInfo] = {}
+        # manifest path -> ((mtime_ns, size), record): a resolve costs one stat while
+        # the manifest is unchanged (layers are content-addressed, so they can't change)
+        self._records: dict[Path, tuple[tuple[int, int], ModelRecord]] = {}
 
     # -- paths ----------------------------------------------------------------
     def manifest_path(self, name: ModelName) -> Path:
@@ -103,12 +106,20 @@ class ModelStore:
     def resolve(self, name: ModelName) -> ModelRecord:
         path = self.manifest_path(name)
         try:
+            st = path.stat()
+            key = (st.st_mtime_ns, st.st_size)
+            cached = self._records.get(path)
+            if cached is not None and cached[0] == key and cached[1].name == name:
+                return cached[1]
             raw = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
+            self._records.pop(path, None)
             raise ModelNotFound(
                 name.display, hint="`llmux list` shows the installed models"
             ) from None
-        return self._record(name, path, raw)
+        record = self._record(name, path, raw)
+        self._records[path] = (key, record)
+        return record
 
     def _record(self, name: ModelName, path: Path, raw: bytes) -> ModelRecord:
         manifest = json.loads(raw)

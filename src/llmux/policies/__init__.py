@@ -1,28 +1,95 @@
-"""Policies: composable layers around every generation.
+"""Policies: composable layers around every model operation.
 
-A policy is ``async def policy(ctx, request, next) -> AsyncIterator[ChatChunk]``. It
-may answer by itself (a cache hit, a refusal raised as an error), change the request
-before calling ``next``, or wrap the stream ``next`` returns (redaction, moderation,
-usage counting, audit). :func:`compose` chains them in the configured order around
-the backend call; the chain is empty until those features land.
+A policy is an object with ``__call__(ctx, op, next) -> AsyncIterator`` and
+``finished(ctx, op, outcome)``. ``__call__`` may answer by itself (a cache hit), refuse
+by raising an :mod:`llmux.errors` exception (auth, limits), change the operation before
+calling ``next``, or wrap the stream ``next`` returns (redaction, moderation). The items
+are :class:`~llmux.core.chunks.ChatChunk` for chat, one
+:class:`~llmux.core.chunks.EmbedResult` for embeddings, and raw ``bytes`` on the relay
+fast path, where no body was parsed (``op.requests`` is empty).
+
+``needs_body``: a policy that reads or changes request or reply content says so; while
+any configured policy does, the relay fast path is off. Metadata-only policies (auth,
+request-rate limits, metrics, metadata audit) keep it.
+
+``finished`` is called once at the end of every operation, the fast path included, with
+the :class:`Outcome`: usage, finish reason, latency, time to first item and the error
+that ended it, if any. :func:`compose` chains the policies in their configured order
+around the backend call; the gateway (``llmux.gateway``) owns the chain.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
-from llmux.core.chunks import ChatChunk
-from llmux.core.request import ChatRequest, RequestContext
+from llmux.core.context import RequestContext
+from llmux.core.request import ChatRequest, EmbedRequest
+from llmux.errors import LlmuxError
 
-Handler = Callable[[RequestContext, ChatRequest], AsyncIterator[ChatChunk]]
+OpKind = Literal["chat", "embed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One model operation as policies see it."""
+
+    kind: OpKind
+    model: str  # the resolved name
+    stream: bool = False
+    backend: str = ""  # "local", "pool", "relay"
+    requests: tuple[ChatRequest, ...] = ()  # chat: one, or one per completion prompt
+    embed: EmbedRequest | None = None
+
+    @property
+    def has_body(self) -> bool:
+        return bool(self.requests) or self.embed is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    latency_s: float = 0.0
+    ttft_s: float | None = None  # first item (chunk, result or bytes)
+    error: LlmuxError | None = None
+    cancelled: bool = False  # the client went away first
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.cancelled
+
+
+Handler = Callable[[RequestContext, Operation], AsyncIterator[Any]]
 
 
 class Policy(Protocol):
-    def __call__(
-        self, ctx: RequestContext, request: ChatRequest, next: Handler
-    ) -> AsyncIterator[ChatChunk]: ...
+    needs_body: bool
+
+    def __call__(self, ctx: RequestContext, op: Operation, next: Handler) -> AsyncIterator[Any]: ...
+
+    def finished(self, ctx: RequestContext, op: Operation, outcome: Outcome) -> None: ...
+
+
+class PassThrough:
+    """A policy that does nothing: subclass it and override what you need."""
+
+    needs_body = False
+
+    def __call__(self, ctx: RequestContext, op: Operation, next: Handler) -> AsyncIterator[Any]:
+        return next(ctx, op)
+
+    def finished(self, ctx: RequestContext, op: Operation, outcome: Outcome) -> None:
+        return None
 
 
 def compose(policies: Sequence[Policy], handler: Handler) -> Handler:

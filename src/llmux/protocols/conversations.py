@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
 
+from llmux.core.conversations import Conversation, StoredMessage
 from llmux.protocols.ollama.wire import KeepAlive, Wire
-from llmux.storage.conversations import Conversation, StoredMessage
+from llmux.protocols.times import epoch_rfc3339
 
 TITLE_LENGTH = 60
 
@@ -47,9 +47,7 @@ class MessageBody(ReplyBody):
 
 
 def timestamp(epoch: float) -> str:
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    return epoch_rfc3339(epoch, "milliseconds")
 
 
 def conversation_object(

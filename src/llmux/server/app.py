@@ -1,4 +1,12 @@
-"""The app factory: builds the ASGI app and the objects its lifespan owns."""
+"""The app factory: ``create_app(settings, services=None)``.
+
+Without ``services`` the lifespan builds them from the settings
+(:func:`llmux.services.build_services`) and closes them at shutdown; a test can hand
+in its own (a gateway over a fake backend) and run the app in-process.
+
+Layers, outermost first: CORS > identity (request id, client, context) > error
+boundary > guard (Host, Origin, body size) > relay (fast path, keep-alives) > routes.
+"""
 
 from __future__ import annotations
 
@@ -11,70 +19,48 @@ from starlette.middleware.cors import CORSMiddleware
 
 from llmux import __version__
 from llmux.config import Settings
-from llmux.engine.engine import LocalEngine
-from llmux.gateway import Gateway
-from llmux.history import ChatHistory
-from llmux.models.bundled import ensure_bundled
-from llmux.models.pull import Puller
-from llmux.models.store import ModelStore
-from llmux.server.errors import install_error_handlers
+from llmux.observability import logs
+from llmux.server.errors import ErrorBoundary, install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, is_loopback, origin_regex
+from llmux.server.identity import Identity
 from llmux.server.relay import Relay
 from llmux.server.routes import admin, conversations, deepseek, models, ollama, openai, ui
-from llmux.storage.conversations import SqlConversations
-from llmux.storage.database import Database, database_url
-from llmux.upstream.router import UpstreamRouter
+from llmux.services import Services, build_services
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(database_url(settings.database_url, settings.home_dir))
-        await db.open()
-        store = ModelStore(settings.models_dir)
-        ensure_bundled(store, settings.bundled_model)
-        engine = LocalEngine(store, settings)
-        await engine.start()
-        gateway = Gateway(
-            store, engine, aliases=settings.aliases, upstreams=UpstreamRouter(settings.upstreams)
-        )
-        await gateway.start()
-        app.state.gateway = gateway
-        app.state.history = ChatHistory(SqlConversations(db), gateway)
-        app.state.puller = Puller(store, settings)  # shares concurrent pulls of one model
-        log.info("llmux %s serving models from %s", __version__, store.root)
+        own = services or build_services(settings)
+        await own.start()
+        app.state.services = own
+        log.info("llmux %s ready", __version__)
         try:
             yield
         finally:
-            await gateway.aclose()
-            await db.aclose()
+            await own.aclose()
 
+    logs.install()
     app = FastAPI(
         title="llmux", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(ollama.router)
-    app.include_router(models.router)
-    app.include_router(openai.router)
-    app.include_router(deepseek.router)
-    app.include_router(conversations.router)
-    app.include_router(ui.router)
-    app.include_router(admin.router)
+    for router in (ollama, models, openai, deepseek, conversations, ui, admin):
+        app.include_router(router.router)
+    server = settings.server
     app.add_middleware(Relay, keepalive_s=settings.gateway.keepalive_s)
     host, _ = settings.bind
     app.add_middleware(
-        Guard,
-        origins=settings.origins,
-        check_host=is_loopback(host),
-        max_body=settings.max_body_bytes,
+        Guard, origins=server.origins, check_host=is_loopback(host), max_body=server.max_body_bytes
     )
+    app.add_middleware(ErrorBoundary)
+    app.add_middleware(Identity, trusted_proxies=server.trusted_proxies)
     app.add_middleware(
         CORSMiddleware,
-        allow_origin_regex=origin_regex([*DEFAULT_ORIGINS, *settings.origins]),
+        allow_origin_regex=origin_regex([*DEFAULT_ORIGINS, *server.origins]),
         allow_methods=["*"],
         allow_headers=["*"],
         expose_headers=["*"],

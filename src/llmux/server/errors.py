@@ -1,13 +1,20 @@
-"""The one place where exceptions become wire errors.
+"""The one error boundary: where exceptions become wire errors.
 
 Ollama's native API (``/``, ``/api/*``) answers ``{"error": "..."}``; the OpenAI and
 DeepSeek routes answer ``{"error": {"message", "type", "param", "code"}}``.
-Unexpected exceptions are logged with their traceback and answered as a 500 without
-internals.
+
+:class:`ErrorBoundary` is an ASGI middleware around everything below the identity layer
+(guard, relay, routes). An :class:`~llmux.errors.LlmuxError`, or any unexpected
+exception (logged with its traceback, answered as a 500 without internals), raised
+before the response starts becomes that API's error response with the error's status
+and headers. Raised after a stream has started, it becomes the stream's last line
+(NDJSON) or event (SSE). The framework's own errors (no such route, wrong method, a
+parameter that does not validate) are raised as LlmuxErrors to the boundary too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -15,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmux.errors import InvalidRequest, LlmuxError, MethodNotAllowed, NotFound
 
@@ -23,6 +31,7 @@ log = logging.getLogger(__name__)
 OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "insufficient_quota",
     403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
@@ -31,6 +40,9 @@ OPENAI_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
+INTERNAL = "internal server error; see the server log"
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
 
 
 def is_ollama_path(path: str) -> bool:
@@ -53,49 +65,86 @@ def error_body(exc: LlmuxError, path: str) -> dict[str, Any]:
 
 
 def error_response(exc: LlmuxError, path: str) -> Response:
-    headers = {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    return JSONResponse(error_body(exc, path), status_code=exc.status, headers=headers)
+    return JSONResponse(
+        error_body(exc, path), status_code=exc.status, headers=exc.response_headers()
+    )
 
 
-async def _llmux_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, LlmuxError)
-    if exc.status >= 500:
-        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.message)
-    return error_response(exc, request.url.path)
+def stream_error(exc: LlmuxError, path: str, content_type: str) -> bytes:
+    """The last line/event that ends a started stream of ``content_type``."""
+    body = json.dumps(error_body(exc, path), ensure_ascii=False, separators=(",", ":"))
+    if content_type.startswith(SSE):
+        return f"data: {body}\n\n".encode()
+    return (body + "\n").encode()
+
+
+def as_llmux_error(exc: BaseException, where: str) -> LlmuxError:
+    if isinstance(exc, LlmuxError):
+        return exc
+    log.error("unexpected error on %s", where, exc_info=exc)
+    return LlmuxError(INTERNAL)
+
+
+class ErrorBoundary:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = {"started": False, "ended": False, "type": ""}
+
+        async def tracked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                for key, value in message.get("headers", []):
+                    if key.lower() == b"content-type":
+                        state["type"] = value.decode("latin-1")
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                state["ended"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:  # noqa: BLE001 - the boundary answers every failure
+            path = scope.get("path", "")
+            error = as_llmux_error(exc, f"{scope.get('method')} {path}")
+            if not state["started"]:
+                if error.status >= 500:
+                    log.warning(
+                        "%s %s -> %d: %s", scope["method"], path, error.status, error.message
+                    )
+                await error_response(error, path)(scope, receive, send)
+            elif not state["ended"]:
+                kind = str(state["type"])
+                streamed = kind.startswith((NDJSON, SSE))
+                tail = stream_error(error, path, kind) if streamed else b""
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    mapped: LlmuxError
+    path, method = request.url.path, request.method
     if exc.status_code == 404:
-        mapped = NotFound(
-            f"{request.method} {request.url.path} not found; see docs/api.md for the routes"
+        raise NotFound(f"{method} {path} not found; see docs/api.md for the routes")
+    if exc.status_code == 405:
+        raise MethodNotAllowed(
+            f"method {method} not allowed for {path}", headers=dict(exc.headers or {})
         )
-    elif exc.status_code == 405:
-        mapped = MethodNotAllowed(f"method {request.method} not allowed for {request.url.path}")
-    else:
-        mapped = LlmuxError(str(exc.detail))
-        mapped.status = exc.status_code
-    response = error_response(mapped, request.url.path)
-    for key, value in (exc.headers or {}).items():
-        response.headers[key] = value
-    return response
+    raise LlmuxError(str(exc.detail), status=exc.status_code, headers=dict(exc.headers or {}))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return error_response(InvalidRequest(str(exc.errors()[:3])), request.url.path)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(LlmuxError("internal server error; see the server log"), request.url.path)
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "request"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    raise InvalidRequest("invalid request: " + "; ".join(parts))
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(LlmuxError, _llmux_error)
+    """The framework's errors go to the boundary as LlmuxErrors."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unexpected)

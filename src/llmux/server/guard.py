@@ -2,6 +2,8 @@
 
 * Host: while bound to a loopback address, only local host names are accepted, so
   a web page cannot reach the server through DNS rebinding (403, empty body, as Ollama).
+
+Refusals other than the Host check are raised; the error boundary answers them.
 * Origin: browsers' requests from origins outside the allow-list (Ollama's defaults
   plus ``origins`` from the settings, ``*`` wildcards allowed) are refused with 403
   and a message that says how to allow them. Same-origin requests always pass.
@@ -12,7 +14,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import socket
 from collections.abc import Iterable
@@ -20,7 +21,6 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmux.errors import Forbidden, PayloadTooLarge
-from llmux.server.errors import error_body
 
 DEFAULT_ORIGINS = [
     f"{scheme}://{host}{port}"
@@ -84,22 +84,19 @@ class Guard:
             return
         origin = headers.get("origin")
         if origin and not self._origin_ok(origin, host, scope):
-            exc = Forbidden(
-                f"origin {origin} is not allowed; add it to LLMUX_ORIGINS (comma-separated, "
-                "wildcards allowed, e.g. chrome-extension://*) or to `origins` in the config file"
+            raise Forbidden(
+                f"origin {origin} is not allowed; add it to LLMUX_SERVER__ORIGINS (comma-separated,"
+                " wildcards allowed, e.g. chrome-extension://*) or to `origins` in the [server]"
+                " table of the config file"
             )
-            await _send_json(send, exc.status, error_body(exc, scope["path"]))
-            return
         if scope["path"].startswith(STREAMED_PATHS):  # written to disk as it arrives
             await self.app(scope, receive, send)
             return
         length = headers.get("content-length")
         if length and length.isdigit() and int(length) > self.max_body:
-            exc2 = PayloadTooLarge(
+            raise PayloadTooLarge(
                 f"request body of {length} bytes exceeds the limit of {self.max_body} bytes"
             )
-            await _send_json(send, 413, error_body(exc2, scope["path"]))
-            return
         await self.app(scope, self._limited(receive), send)
 
     def _origin_ok(self, origin: str, host: str, scope: Scope) -> bool:
@@ -127,7 +124,3 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes = b"te
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
-
-
-async def _send_json(send: Send, status: int, body: object) -> None:
-    await _send(send, status, json.dumps(body).encode(), b"application/json")

@@ -2,18 +2,23 @@
 keep-alives while an upstream has not produced its first token.
 
 * **Fast path**: when the client speaks the upstream's own API (Ollama native to an
-  Ollama-type upstream, OpenAI/DeepSeek to an OpenAI-type one), no policy is
-  configured, the engine does not serve the name too, and the upstream knows the model
-  by its exposed name, the request body is sent on as it came and the reply's bytes are
-  relayed as they arrive, unparsed. Retries, failover, breakers and load balancing
-  apply as on the translating path (:class:`llmux.upstream.pool.Pool`).
+  Ollama-type upstream, OpenAI/DeepSeek to an OpenAI-type one), no configured policy
+  needs bodies, and the engine does not serve the name too (``Route.fast``), the
+  request body is sent on as it came (only its ``model`` field rewritten where the
+  upstream knows the model by another name) and the reply's bytes are relayed as they
+  arrive, unparsed (``"model"`` fields rewritten back). Retries, failover, breakers and
+  load balancing apply as on the translating path (:class:`llmux.upstream.pool.Pool`),
+  and the bytes pass through the gateway's policy chain (``Gateway.relay``), which reads
+  the usage from the reply's end; an OpenAI stream that did not ask for the usage chunk
+  gets one requested and filtered out again while policies are configured.
 * **Keep-alive**: a streaming request whose first token has not come after
   ``[gateway] keepalive_s`` gets a 200 and then, every ``keepalive_s``, an SSE
   ``: keep-alive`` comment or, for NDJSON, one space: JSON allows whitespace before a
   value, so the Ollama clients read the first line as before. An error after that is
   sent as the stream's last line/event in the API's error shape.
 
-Everything else passes straight to the app.
+Everything else passes straight to the app. Errors raised here (a body over the size
+limit, say) are answered by the error boundary outside.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmux.core.context import RequestContext
 from llmux.errors import InvalidRequest, LlmuxError
 from llmux.gateway import Gateway
 from llmux.server.errors import error_body, error_response
@@ -43,10 +49,14 @@ SSE = "text/event-stream"
 class Plan:
     path: str
     api: str  # "ollama" or "openai"
-    name: str
+    name: str  # the exposed name
+    asked: str  # the model field as the client wrote it
     stream: bool
     body: bytes
+    obj: dict[str, Any]
     fast: list[Target]
+    strip_usage: bool = False  # include_usage was added for the policies' sake
+    bodies: dict[str, bytes] = field(default_factory=dict)  # upstream model -> payload
 
     @property
     def content_type(self) -> str:
@@ -59,6 +69,17 @@ class Plan:
     def error_bytes(self, exc: LlmuxError) -> bytes:
         body = json.dumps(error_body(exc, self.path), ensure_ascii=False).encode()
         return body + b"\n" if self.api == "ollama" else b"data: " + body + b"\n\n"
+
+    def payload(self, model: str) -> bytes:
+        """The body for a member that knows the model as ``model``."""
+        if model == self.asked and not self.strip_usage:
+            return self.body
+        if model not in self.bodies:
+            obj = {**self.obj, "model": model}
+            if self.strip_usage:
+                obj["stream_options"] = {**(obj.get("stream_options") or {}), "include_usage": True}
+            self.bodies[model] = json.dumps(obj, ensure_ascii=False).encode()
+        return self.bodies[model]
 
 
 class StartedError(Exception):
@@ -75,23 +96,53 @@ def plan(gw: Gateway, path: str, body: bytes) -> Plan | None:
         model = obj.get("model") if isinstance(obj, dict) else None
         if not isinstance(model, str) or not model.strip():
             return None
-        name = gw.resolve_name(model)
-    except (ValueError, InvalidRequest):
+        route = gw.route(model)
+    except (ValueError, RecursionError, InvalidRequest):
         return None  # the route answers with the proper error
-    targets = gw.upstreams.targets(name)
-    if not targets:
+    if not route.upstream:
         return None
     api = "ollama" if path in OLLAMA_PATHS else "openai"
     stream = obj.get("stream", api == "ollama") is not False
-    fast: list[Target] = []
-    if not gw.policies and not gw.installed_locally(name):
-        ok = all(
-            up.type == api and up.settings.fast_path and remote == name and model == name
-            for up, remote in targets
-        )
-        if ok:
-            fast = [(up, remote) for up, remote in targets]
-    return Plan(path, api, name, stream, body, fast)
+    fast = [] if gw.needs_bodies else route.fast(api)
+    p = Plan(path, api, route.name, model, stream, body, obj, fast)
+    if fast and api == "openai" and stream and gw.policies:
+        options = obj.get("stream_options")
+        p.strip_usage = not (isinstance(options, dict) and options.get("include_usage"))
+    return p
+
+
+def renamed(data: bytes, remote: str, asked: str) -> bytes:
+    """``"model"`` fields naming the upstream's model, renamed to what the client asked
+    for (a field split across two reads keeps the upstream's name)."""
+    for sep in (b":", b": "):
+        old = b'"model"' + sep + json.dumps(remote).encode()
+        if old in data:
+            data = data.replace(
+                old, b'"model"' + sep + json.dumps(asked, ensure_ascii=False).encode()
+            )
+    return data
+
+
+class UsageFilter:
+    """Drops the usage-only SSE event (``"choices":[]`` with ``usage``) that was asked
+    for on the client's behalf; the meter has seen it by then."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        self.pending += data
+        *events, self.pending = self.pending.split(b"\n\n")
+        kept = [e for e in events if not _usage_only(e)]
+        return b"".join(e + b"\n\n" for e in kept)
+
+    def flush(self) -> bytes:
+        rest, self.pending = self.pending, b""
+        return b"" if _usage_only(rest) else rest
+
+
+def _usage_only(event: bytes) -> bool:
+    return b'"usage"' in event and (b'"choices":[]' in event or b'"choices": []' in event)
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -144,7 +195,8 @@ class Relay:
         ):
             await self.app(scope, receive, send)
             return
-        gw: Gateway | None = getattr(scope["app"].state, "gateway", None)
+        services = getattr(scope["app"].state, "services", None)
+        gw: Gateway | None = getattr(services, "gateway", None)
         if gw is None or not gw.upstreams.upstreams:
             await self.app(scope, receive, send)
             return
@@ -153,55 +205,57 @@ class Relay:
         if p is None:
             await self.app(scope, replay(body, receive), send)
         elif p.fast and not p.stream:
-            await self._fast(p, scope, receive, send)  # bounded by the upstream's timeout
+            await self._fast(gw, p, scope, receive, send)  # bounded by the upstream's timeout
         elif p.fast:
-            await until_disconnect(self._fast(p, scope, receive, send), receive)
+            await until_disconnect(self._fast(gw, p, scope, receive, send), receive)
         elif p.stream and self.keepalive_s > 0:
             await self._kept_alive(p, scope, replay(body, receive), send)
         else:
             await self.app(scope, replay(body, receive), send)
 
-    async def _fast(self, p: Plan, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _fast(self, gw: Gateway, p: Plan, scope: Scope, receive: Receive, send: Send) -> None:
         meta: dict[str, str] = {}
         upstream_path = p.path if p.api == "ollama" else p.path.removeprefix("/v1")
 
         def start(m: Member, model: str, deadline: float) -> AsyncIterator[bytes]:
-            return cast(Upstream, m).relay(upstream_path, p.body, model, deadline, meta)
+            chunks = cast(Upstream, m).relay(upstream_path, p.payload(model), model, deadline, meta)
+            return chunks if model == p.asked else _renamed(chunks, model, p.asked)
 
-        pool = Pool(p.name, p.fast)
+        ctx = scope.get("state", {}).get("ctx") or RequestContext(api=p.api, route=p.path)  # type: ignore[arg-type]
+        stream = gw.relay(ctx, p.name, p.stream, Pool(p.name, p.fast).stream(start))
         started = False
         try:
             if p.stream and self.keepalive_s > 0:
-                member, stream, first, started = await self._open_kept_alive(pool, start, p, send)
+                first, started = await self._first_kept_alive(stream, p, send)
             else:
-                member, stream, first = await pool.open(start)
+                first = await anext(stream)
         except StartedError as wrapped:
             await send(body_message(p.error_bytes(wrapped.error), more=False))
             return
         except LlmuxError as exc:
             await error_response(exc, p.path)(scope, receive, send)
             return
+        usage = UsageFilter() if p.strip_usage else None
         try:
             if not started:
                 await send(start_message(meta.get("content_type", p.content_type)))
-            await send(body_message(first))
+            await send(body_message(usage.feed(first) if usage else first))
             try:
                 async for data in stream:
-                    await send(body_message(data))
+                    await send(body_message(usage.feed(data) if usage else data))
             except LlmuxError as exc:
                 await send(body_message(p.error_bytes(exc), more=False))
                 return
-            await send(body_message(b"", more=False))
+            await send(body_message(usage.flush() if usage else b"", more=False))
         finally:
-            member.outstanding -= 1
             await stream.aclose()  # type: ignore[attr-defined]
 
-    async def _open_kept_alive(
-        self, pool: Pool, start: Any, p: Plan, send: Send
-    ) -> tuple[Member, AsyncIterator[bytes], bytes, bool]:
-        """Open the pool; while it has no first bytes, send keep-alives. The last value
-        says whether the response has started."""
-        opened = asyncio.ensure_future(pool.open(start))
+    async def _first_kept_alive(
+        self, stream: AsyncIterator[bytes], p: Plan, send: Send
+    ) -> tuple[bytes, bool]:
+        """The stream's first bytes; while they have not come, keep-alives. The second
+        value says whether the response has started."""
+        opened = asyncio.ensure_future(anext(stream))
         started = False
         try:
             while not opened.done():
@@ -215,10 +269,10 @@ class Relay:
             if not opened.done():
                 opened.cancel()
         try:
-            member, stream, first = opened.result()
+            first = opened.result()
         except LlmuxError as exc:
             raise StartedError(exc) if started else exc from None
-        return member, stream, first, started
+        return first, started
 
     async def _kept_alive(self, p: Plan, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app; if it has not started its reply after ``keepalive_s``, start a
@@ -290,3 +344,11 @@ async def until_disconnect(work: Any, receive: Receive) -> None:
                     await t
     if task.done() and not task.cancelled():
         task.result()
+
+
+async def _renamed(chunks: AsyncIterator[bytes], remote: str, asked: str) -> AsyncIterator[bytes]:
+    try:
+        async for data in chunks:
+            yield renamed(data, remote, asked)
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -33,7 +33,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from llmux.errors import NotFound
+from llmux.core.conversations import (
+    Conversation,
+    ConversationNotFound,
+    NewMessage,
+    StoredMessage,
+)
 from llmux.storage.database import Database
 
 MAX_SEARCH_TERMS = 16
@@ -67,74 +72,6 @@ messages = Table(
     Column("completion_tokens", Integer),
 )
 _CONVERSATION_COLUMNS = [c for c in conversations.c]
-
-
-@dataclass(frozen=True, slots=True)
-class Conversation:
-    id: str
-    title: str
-    model: str
-    system: str
-    created_at: float
-    updated_at: float
-    message_count: int
-    snippet: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    role: str
-    content: str
-    thinking: str = ""
-    model: str = ""
-    partial: bool = False
-    done_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    id: int
-    conversation_id: str
-    role: str
-    content: str
-    thinking: str
-    model: str
-    created_at: float
-    partial: bool
-    done_reason: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-
-
-class ConversationNotFound(NotFound):
-    def __init__(self, conversation_id: str) -> None:
-        super().__init__(f"conversation '{conversation_id}' not found", param="id")
-
-
-class ConversationRepository(Protocol):
-    async def create(
-        self, *, title: str = "", model: str = "", system: str = ""
-    ) -> Conversation: ...
-
-    async def get(self, conversation_id: str) -> Conversation: ...
-
-    async def find(
-        self, *, query: str = "", limit: int = 50, offset: int = 0
-    ) -> list[Conversation]: ...
-
-    async def update(self, conversation_id: str, **fields: str) -> Conversation: ...
-
-    async def delete(self, conversation_id: str) -> None: ...
-
-    async def messages(self, conversation_id: str) -> list[StoredMessage]: ...
-
-    async def append(
-        self, conversation_id: str, message: NewMessage, *, title_if_empty: str = ""
-    ) -> StoredMessage: ...
-
-    async def delete_message(self, conversation_id: str, message_id: int) -> None: ...
 
 
 def search_terms(query: str) -> list[str]:

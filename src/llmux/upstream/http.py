@@ -110,8 +110,7 @@ def status_failure(name: str, model: str, status: int, body: bytes, headers: Any
     elif status == 404:
         final = ModelNotFound(model, f"upstream '{name}' says: {message}")
     elif 400 <= status < 500 and status not in (408, 409, 429):
-        final = InvalidRequest(where)
-        final.status = status if status in (400, 413, 422) else 400
+        final = InvalidRequest(where, status=status if status in (400, 413, 422) else 400)
     return AttemptFailed(
         name,
         "status",

@@ -19,24 +19,12 @@ import aiohttp
 from llmux.core.chunks import ChatChunk, DoneReason, EmbedResult, Metrics
 from llmux.core.request import ChatRequest, EmbedRequest, Message, ToolCall
 from llmux.errors import InvalidRequest, UpstreamError
+from llmux.protocols.ollama.convert import options_object
+from llmux.protocols.ollama.stream import tool_calls_object
 from llmux.upstream.translate import ThinkText, b64, token_logprobs
 
 log = logging.getLogger(__name__)
 
-SAMPLING = (
-    "num_predict",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "seed",
-    "repeat_penalty",
-    "repeat_last_n",
-    "presence_penalty",
-    "frequency_penalty",
-    "num_keep",
-)
 DONE_REASONS: dict[str, DoneReason] = {
     "stop": "stop",
     "length": "length",
@@ -46,27 +34,8 @@ DONE_REASONS: dict[str, DoneReason] = {
 
 
 def options(request: ChatRequest | EmbedRequest) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(request, ChatRequest):
-        s = request.sampling
-        for key in SAMPLING:
-            value = getattr(s, key)
-            if value is not None:
-                out[key] = value
-        if s.stop:
-            out["stop"] = list(s.stop)
-    load = request.load
-    for key in ("num_ctx", "num_thread", "num_gpu"):
-        value = getattr(load, key)
-        if value is not None:
-            out[key] = value
-    return out
-
-
-def tool_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
-    return [
-        {"function": {"index": c.index, "name": c.name, "arguments": c.arguments}} for c in calls
-    ]
+    sampling = request.sampling if isinstance(request, ChatRequest) else None
+    return options_object(sampling, request.load)
 
 
 def message(m: Message) -> dict[str, Any]:
@@ -76,7 +45,7 @@ def message(m: Message) -> dict[str, Any]:
     if m.images:
         out["images"] = [b64(i) for i in m.images]
     if m.tool_calls:
-        out["tool_calls"] = tool_calls(m.tool_calls)
+        out["tool_calls"] = tool_calls_object(m.tool_calls)
     if m.tool_name:
         out["tool_name"] = m.tool_name
     if m.tool_call_id:

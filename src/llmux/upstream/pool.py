@@ -22,12 +22,18 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from llmux.core.backend import Backend
 from llmux.core.chunks import ChatChunk, EmbedResult
-from llmux.core.request import ChatRequest, EmbedRequest
+from llmux.core.context import RequestContext
+from llmux.core.models import LoadedInfo, ModelCard, ModelInfo
+from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions
 from llmux.errors import LlmuxError, RateLimited, Timeout, UpstreamError
+from llmux.upstream import listing
 from llmux.upstream.breaker import CircuitBreaker
 from llmux.upstream.http import AttemptFailed
+from llmux.upstream.listing import Listed
 from llmux.upstream.retry import backoff, fits
+from llmux.upstream.server import Upstream
 from llmux.upstream.settings import RetryRule
 
 log = logging.getLogger(__name__)
@@ -44,18 +50,20 @@ class Member(Protocol):
     first_byte_timeout_s: float | None
 
     def chat(
-        self, request: ChatRequest, model: str, deadline: float
+        self, ctx: RequestContext, request: ChatRequest, model: str, deadline: float
     ) -> AsyncIterator[ChatChunk]: ...
 
-    async def embed(self, request: EmbedRequest, model: str, deadline: float) -> EmbedResult: ...
+    async def embed(
+        self, ctx: RequestContext, request: EmbedRequest, model: str, deadline: float
+    ) -> EmbedResult: ...
 
 
 class LocalMember:
-    """The embedded engine as a pool member: no breaker, no retries of its own."""
+    """The local backend as a pool member: no breaker, no retries of its own."""
 
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.name = "local"
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = backend.name
         self.weight = 1.0
         self.outstanding = 0
         self.healthy = True
@@ -65,14 +73,15 @@ class LocalMember:
         self.first_byte_timeout_s: float | None = None
 
     async def chat(
-        self, request: ChatRequest, model: str, deadline: float
+        self, ctx: RequestContext, request: ChatRequest, model: str, deadline: float
     ) -> AsyncIterator[ChatChunk]:
-        async for chunk in self.engine.chat(dataclasses.replace(request, model=model)):
+        async for chunk in self.backend.chat(ctx, dataclasses.replace(request, model=model)):
             yield chunk
 
-    async def embed(self, request: EmbedRequest, model: str, deadline: float) -> EmbedResult:
-        result: EmbedResult = await self.engine.embed(dataclasses.replace(request, model=model))
-        return result
+    async def embed(
+        self, ctx: RequestContext, request: EmbedRequest, model: str, deadline: float
+    ) -> EmbedResult:
+        return await self.backend.embed(ctx, dataclasses.replace(request, model=model))
 
 
 Target = tuple[Member, str]  # a member and the model name it knows
@@ -132,11 +141,16 @@ def final_error(model: str, last: AttemptFailed | None, skipped: list[Member]) -
 
 
 class Pool:
-    """The members serving one exposed model name."""
+    """The members serving one exposed model name: a :class:`~llmux.core.backend.Backend`
+    for that name (the gateway makes one per request from the router's targets)."""
 
-    def __init__(self, name: str, targets: list[Target]) -> None:
+    def __init__(self, name: str, targets: list[Target], local: LocalMember | None = None) -> None:
         self.name = name
-        self.targets = targets
+        self.targets = targets + ([(local, name)] if local is not None else [])
+        self.local = local
+
+    def has(self, model: str) -> bool:
+        return model == self.name
 
     async def _attempt(
         self, member: Member, model: str, start: Starter[T], deadline: float, factor: float
@@ -199,39 +213,70 @@ class Pool:
                 return member, stream, first
         raise final_error(self.name, last, skipped)
 
-    async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        member, stream, first = await self.open(
-            lambda m, model, deadline: m.chat(request, model, deadline)
-        )
+    async def stream(self, start: Starter[T]) -> AsyncIterator[T]:
+        """Everything from the first member that gives a first item (see :meth:`open`)."""
+        member, stream, first = await self.open(start)
         try:
             yield first
-            async for chunk in stream:
-                yield chunk
+            async for item in stream:
+                yield item
         finally:
             member.outstanding -= 1
             await stream.aclose()  # type: ignore[attr-defined]
 
-    async def embed(self, request: EmbedRequest) -> EmbedResult:
-        start = time.monotonic()
-        last: AttemptFailed | None = None
-        targets = order(self.targets)
-        for member, model in targets:
-            if member.breaker is not None and not member.breaker.allow():
-                continue
-            member.outstanding += 1
-            try:
-                result = await member.embed(request, model, start + member.timeout_s)
-            except (AttemptFailed, LlmuxError, TimeoutError) as exc:
-                failed = as_failure(member, exc)
-                if member.breaker is not None and failed.final is None:
-                    member.breaker.record(failed.counts_against_breaker)
-                if failed.final is not None:
-                    raise failed.final from None
-                last = failed
-                continue
-            finally:
-                member.outstanding -= 1
-            if member.breaker is not None:
-                member.breaker.record(False)
-            return result
-        raise final_error(self.name, last, [m for m, _ in self.targets])
+    def chat(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        return self.stream(lambda m, model, deadline: m.chat(ctx, request, model, deadline))
+
+    async def embed(self, ctx: RequestContext, request: EmbedRequest) -> EmbedResult:
+        """Retried, failed over and broken like :meth:`chat` (the result is the one item)."""
+
+        async def one(m: Member, model: str, deadline: float) -> AsyncIterator[EmbedResult]:
+            yield await m.embed(ctx, request, model, deadline)
+
+        results = self.stream(one)
+        try:
+            return await anext(results)
+        finally:
+            await results.aclose()  # type: ignore[attr-defined]
+
+    # -- the rest of the Backend seam -----------------------------------------------
+
+    def _upstreams(self) -> list[tuple[Upstream, str]]:
+        return [(m, remote) for m, remote in self.targets if isinstance(m, Upstream)]
+
+    def models(self) -> list[ModelInfo]:
+        return [
+            listing.model_info(Listed(self.name, up, remote)) for up, remote in self._upstreams()
+        ]
+
+    async def show(self, model: str, verbose: bool = False) -> ModelCard:
+        """A local copy's card; else the first Ollama-type upstream's own ``/api/show``;
+        else a summary (OpenAI-type upstreams have no such call)."""
+        if self.local is not None:
+            return await self.local.backend.show(model, verbose)
+        ups = self._upstreams()
+        for up, remote in ups:
+            if up.type == "ollama":
+                shown: dict[str, Any] = await up.show(remote)
+                shown.setdefault("details", {})["upstream"] = up.name
+                return ModelCard(name=self.name, modified_at=listing.EPOCH, raw=shown)
+        return listing.card(Listed(self.name, *ups[0]))
+
+    async def load(self, model: str, keep_alive: float | None, load: LoadOptions) -> int:
+        """Loads the local copy, if there is one; upstreams load on their own."""
+        if self.local is None:
+            return 0
+        return await self.local.backend.load(model, keep_alive, load)
+
+    async def unload(self, model: str) -> None:
+        if self.local is not None:
+            await self.local.backend.unload(model)
+
+    def loaded(self) -> list[LoadedInfo]:
+        return []
+
+    async def start(self) -> None:
+        return None  # the members belong to the router
+
+    async def aclose(self) -> None:
+        return None

@@ -7,11 +7,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from llmux.core.names import ModelName
 from llmux.errors import InvalidRequest
+from llmux.upstream.listing import Listed
 from llmux.upstream.pool import LocalMember, Pool, Target
 from llmux.upstream.server import Upstream
 from llmux.upstream.settings import UpstreamSettings
@@ -28,19 +28,6 @@ def lookup_keys(name: str) -> list[str]:
         if display not in keys:
             keys.append(display)
     return keys
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """One upstream model as the listing routes show it."""
-
-    name: str
-    upstream: Upstream
-    upstream_model: str
-
-    @property
-    def entry(self) -> dict[str, Any]:
-        return self.upstream.entry(self.upstream_model)
 
 
 class UpstreamRouter:
@@ -75,9 +62,7 @@ class UpstreamRouter:
 
     def pool(self, exposed: str, local: LocalMember | None) -> Pool:
         targets: list[Target] = list(self.targets(exposed))
-        if local is not None:
-            targets.append((local, exposed))
-        return Pool(exposed, targets)
+        return Pool(exposed, targets, local)
 
     def listed(self) -> list[Listed]:
         return [

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from llmux.core.chunks import ChatChunk, EmbedResult
+from llmux.core.context import RequestContext
 from llmux.core.request import ChatRequest, EmbedRequest
 from llmux.errors import Timeout, UpstreamError
 from llmux.upstream import ollama, openai
@@ -90,7 +91,7 @@ class Upstream:
         )
 
     async def chat(
-        self, request: ChatRequest, model: str, deadline: float
+        self, ctx: RequestContext, request: ChatRequest, model: str, deadline: float
     ) -> AsyncIterator[ChatChunk]:
         path, body = self._chat_body(request, model)
         payload = json.dumps(body, ensure_ascii=False).encode()
@@ -132,7 +133,9 @@ class Upstream:
                 f"upstream '{self.name}' broke off the reply: {exc or type(exc).__name__}"
             ) from None
 
-    async def embed(self, request: EmbedRequest, model: str, deadline: float) -> EmbedResult:
+    async def embed(
+        self, ctx: RequestContext, request: EmbedRequest, model: str, deadline: float
+    ) -> EmbedResult:
         if self.type == "ollama":
             path, body = ollama.embed_request(request, model)
             obj = await self.http.post_json(path, body, model=model, deadline=deadline)

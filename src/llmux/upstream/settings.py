@@ -143,3 +143,6 @@ class GatewaySettings(BaseModel):
         description="while an upstream stream has no first token, send a keep-alive this"
         " often (SSE comment / NDJSON whitespace); 0 = off",
     )
+    aliases: dict[str, str] = Field(
+        default_factory=dict, description="exposed model name -> installed or upstream model"
+    )

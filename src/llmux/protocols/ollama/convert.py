@@ -1,4 +1,5 @@
-"""Ollama wire bodies -> core requests. Pure functions, no I/O."""
+"""Ollama wire bodies <-> core requests (the server side parses them, the upstream
+client writes them). Pure functions, no I/O."""
 
 from __future__ import annotations
 
@@ -38,10 +39,10 @@ FLOAT_OPTIONS = {"temperature", "top_p", "min_p", "typical_p", "repeat_penalty",
 BOOL_OPTIONS = {"use_mmap", "use_mlock", "numa", "low_vram", "vocab_only", "penalize_newline"}
 INT_ALSO = {"mirostat"}
 ALIASES = {"max_tokens": "num_predict"}  # common in tutorials
-SAMPLING_KEYS = {"num_predict", "temperature", "top_k", "top_p", "min_p", "typical_p", "seed",
+SAMPLING_KEYS = ("num_predict", "temperature", "top_k", "top_p", "min_p", "typical_p", "seed",
                  "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty",
-                 "num_keep"}  # fmt: skip
-LOAD_KEYS = {"num_ctx", "num_thread", "num_gpu"}
+                 "num_keep")  # fmt: skip
+LOAD_KEYS = ("num_ctx", "num_thread", "num_gpu")
 ROLES: set[str] = {"system", "user", "assistant", "tool"}
 _DATA_URI = re.compile(r"^data:[\w/+.-]+;base64,", re.I)
 
@@ -92,6 +93,23 @@ def parse_options(options: dict[str, Any] | None) -> tuple[Sampling, LoadOptions
     if "num_ctx" in load and load["num_ctx"] < 1:
         raise InvalidRequest('option "num_ctx" must be positive', param="options.num_ctx")
     return Sampling(**sampling), LoadOptions(**load)
+
+
+def options_object(sampling: Sampling | None, load: LoadOptions) -> dict[str, Any]:
+    """Core sampling and load options -> Ollama's ``options`` (only what is set)."""
+    out: dict[str, Any] = {}
+    if sampling is not None:
+        for key in SAMPLING_KEYS:
+            value = getattr(sampling, key)
+            if value is not None:
+                out[key] = value
+        if sampling.stop:
+            out["stop"] = list(sampling.stop)
+    for key in LOAD_KEYS:
+        value = getattr(load, key)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def decode_image(data: str, where: str) -> bytes:

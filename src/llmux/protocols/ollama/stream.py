@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from llmux.core.chunks import ChatChunk, EmbedResult
 from llmux.core.request import ToolCall
-
-
-def now_rfc3339() -> str:
-    """Ollama's created_at: RFC3339 with sub-second digits, UTC."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+from llmux.protocols.times import now_rfc3339
 
 
 def _final_fields(chunk: ChatChunk) -> dict[str, Any]:
@@ -29,7 +24,7 @@ def _final_fields(chunk: ChatChunk) -> dict[str, Any]:
     return out
 
 
-def _tool_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+def tool_calls_object(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
     return [
         {"id": c.id, "function": {"index": c.index, "name": c.name, "arguments": c.arguments}} if c.id
         else {"function": {"index": c.index, "name": c.name, "arguments": c.arguments}}
@@ -42,7 +37,7 @@ def chat_object(chunk: ChatChunk, model: str) -> dict[str, Any]:
     if chunk.thinking:
         message["thinking"] = chunk.thinking
     if chunk.tool_calls:
-        message["tool_calls"] = _tool_calls(chunk.tool_calls)
+        message["tool_calls"] = tool_calls_object(chunk.tool_calls)
     out: dict[str, Any] = {
         "model": model,
         "created_at": now_rfc3339(),

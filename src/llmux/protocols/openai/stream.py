@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmux.core.chunks import ChatChunk, EmbedResult, Metrics, TokenLogprob
+from llmux.core.models import ModelInfo
 
 FINGERPRINT = "fp_llmux"
 
@@ -302,5 +303,11 @@ def embedding_list(result: EmbedResult, encoding: str) -> dict[str, Any]:
     }
 
 
-def model_object(name: str, created: int, owned_by: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+def model_object(info: ModelInfo, name: str | None = None) -> dict[str, Any]:
+    """An OpenAI model object; ``name`` lists it under another id (an alias)."""
+    return {
+        "id": name or info.name,
+        "object": "model",
+        "created": info.created,
+        "owned_by": info.owned_by,
+    }

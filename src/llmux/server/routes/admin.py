@@ -7,11 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from llmux.server.deps import gateway
+from llmux.server.deps import context, gateway
 
 router = APIRouter()
 
 
 @router.get("/admin/upstreams")
 async def upstreams(request: Request) -> dict[str, Any]:
-    return {"upstreams": gateway(request).upstreams.snapshot()}
+    return {"upstreams": gateway(request).upstream_snapshot(context(request))}

@@ -9,19 +9,15 @@ from starlette.responses import JSONResponse, Response
 
 from llmux.core.chunks import ChatChunk
 from llmux.errors import InvalidRequest
-from llmux.history import ChatHistory, Turn, reply_fields
+from llmux.history import Turn, reply_fields
 from llmux.protocols import conversations as wire
 from llmux.protocols.ollama import stream as render
-from llmux.server import deps
 from llmux.server.body import parse_body
-from llmux.server.streaming import ollama_reply
+from llmux.server.deps import context, history
+from llmux.server.streaming import respond
+from llmux.serving.reply import Reply, ndjson_reply
 
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
-
-
-def history(request: Request) -> ChatHistory:
-    h: ChatHistory = request.app.state.history
-    return h
 
 
 @router.post("", status_code=201)
@@ -75,26 +71,26 @@ async def remove(request: Request, conversation_id: str) -> Response:
 @router.post("/{conversation_id}/messages")
 async def send(request: Request, conversation_id: str) -> Response:
     body = await parse_body(request, wire.MessageBody)
-    turn = await history(request).send(deps.context(request, "ollama"), conversation_id, body)
-    return await reply(turn, body.stream)
+    turn = await history(request).send(context(request), conversation_id, body)
+    return respond(await reply(turn, body.stream), request.url.path)
 
 
 @router.post("/{conversation_id}/regenerate")
 async def regenerate(request: Request, conversation_id: str) -> Response:
     raw = await request.body()
     body = await parse_body(request, wire.ReplyBody) if raw.strip() else wire.ReplyBody()
-    turn = await history(request).regenerate(deps.context(request, "ollama"), conversation_id, body)
-    return await reply(turn, body.stream)
+    turn = await history(request).regenerate(context(request), conversation_id, body)
+    return respond(await reply(turn, body.stream), request.url.path)
 
 
-async def reply(turn: Turn, stream: bool) -> Response:
+async def reply(turn: Turn, stream: bool) -> Reply:
     def line(chunk: ChatChunk) -> dict[str, Any]:
         out = render.chat_object(chunk, turn.model)
         if chunk.done:
             out.update(reply_fields(turn))
         return out
 
-    return await ollama_reply(turn.chunks, line, stream)
+    return await ndjson_reply(turn.chunks, line, stream)
 
 
 @router.get("/{conversation_id}/export")

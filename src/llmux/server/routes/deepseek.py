@@ -13,27 +13,24 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from llmux.errors import InvalidRequest
 from llmux.protocols.openai.wire import CompletionBody
 from llmux.server.body import parse_body
-from llmux.server.deps import settings
-from llmux.server.routes.openai import chat_completions, run_completions
+from llmux.server.deps import context, gateway, settings
+from llmux.server.routes.openai import chat_completions
+from llmux.server.streaming import respond
+from llmux.serving import openai as serving
 
 router = APIRouter()
-FIM_MAX_TOKENS = 4096
 
 
 async def fim_completions(request: Request) -> Response:
     body = await parse_body(request, CompletionBody)
-    if (body.max_tokens or 0) > FIM_MAX_TOKENS:
-        raise InvalidRequest(
-            f"max_tokens for FIM completion is at most {FIM_MAX_TOKENS}", param="max_tokens"
-        )
-    return await run_completions(request, body)
+    reply = await serving.fim_completions(gateway(request), context(request), body)
+    return respond(reply, request.url.path)
 
 
 async def balance(request: Request) -> dict[str, Any]:
-    s = settings(request)
+    s = settings(request).server
     return {
         "is_available": True,
         "balance_infos": [

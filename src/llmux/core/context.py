@@ -1,0 +1,49 @@
+"""Who is asking, through which API and route: the context every operation carries.
+
+The ASGI identity layer (``server/identity.py``) builds one per HTTP request; the Batch
+API and other request-free callers build their own. Policies and backends read it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+Api = Literal["ollama", "openai", "deepseek"]
+PrincipalKind = Literal["anonymous", "user", "key", "client"]
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller. ``anonymous`` until access control fills it in; ``scopes`` empty and
+    ``models`` empty mean no restriction was attached."""
+
+    kind: PrincipalKind = "anonymous"
+    id: str | None = None
+    name: str = "anonymous"
+    scopes: frozenset[str] = frozenset()
+    models: tuple[str, ...] = ()  # allowed model patterns; empty = all
+
+    @property
+    def anonymous(self) -> bool:
+        return self.kind == "anonymous"
+
+
+ANONYMOUS = Principal()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """One request: its id (echoed as ``X-Request-Id``), the API family and route it
+    came in on, the client's address and the principal."""
+
+    api: Api
+    route: str = ""
+    request_id: str = field(default_factory=new_request_id)
+    client: str | None = None
+    principal: Principal = ANONYMOUS

@@ -1,0 +1,1 @@
+"""Logs now; metrics and traces plug in here."""

@@ -1,0 +1,108 @@
+"""The identity layer (pure ASGI, outermost but for CORS): one
+:class:`~llmux.core.context.RequestContext` per request, in ``scope["state"]["ctx"]``.
+
+* **Request id**: the client's ``X-Request-Id`` when it is a sane token (1-128 of
+  ``A-Z a-z 0-9 . _ : -``), else a new one; returned as ``X-Request-Id`` on every
+  response and attached to every log record of the request.
+* **Client address**: the peer's address. Only when the peer is one of the configured
+  ``[server] trusted_proxies`` (addresses or CIDR ranges) is ``X-Forwarded-For`` read:
+  from its right end, the first address that is not a trusted proxy is the client.
+* **API**: ``ollama`` for ``/`` and ``/api/*``, ``openai`` for ``/v1/*``, ``deepseek``
+  for the bare root (DeepSeek-style paths); the route is the request path.
+* **Principal**: anonymous; access control fills it in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmux.core.context import Api, RequestContext, new_request_id
+from llmux.observability.logs import REQUEST_ID
+from llmux.server.errors import is_ollama_path
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def api_for(path: str) -> Api:
+    if is_ollama_path(path):
+        return "ollama"
+    if path == "/v1" or path.startswith("/v1/"):
+        return "openai"
+    return "deepseek"
+
+
+def networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """Parse ``trusted_proxies``; a bad entry is a ValueError naming it."""
+    out = []
+    for entry in entries:
+        try:
+            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                f"trusted_proxies: {entry!r} is not an address or CIDR range"
+            ) from None
+    return tuple(out)
+
+
+def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
+
+
+def client_address(
+    peer: str | None, forwarded: str | None, proxies: tuple[Network, ...]
+) -> str | None:
+    if peer is None or not forwarded or not proxies or not _trusted(peer, proxies):
+        return peer
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, proxies):
+            return hop
+    return hops[0] if hops else peer
+
+
+class Identity:
+    def __init__(self, app: ASGIApp, *, trusted_proxies: Iterable[str] = ()) -> None:
+        self.app = app
+        self.proxies = networks(trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = forwarded = None
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id":
+                given = value.decode("latin-1")
+            elif key == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
+        request_id = given if given and _REQUEST_ID.match(given) else new_request_id()
+        peer = scope["client"][0] if scope.get("client") else None
+        path = scope.get("path", "")
+        ctx = RequestContext(
+            api=api_for(path),
+            route=path,
+            request_id=request_id,
+            client=client_address(peer, forwarded, self.proxies),
+        )
+        scope.setdefault("state", {})["ctx"] = ctx
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)

@@ -1,0 +1,90 @@
+"""The real app, assembled in-process around a fake backend: routes, middleware,
+gateway, policies and a real SQLite history, served through Starlette's TestClient
+(an ``httpx.Client``, so the official ``openai`` and ``ollama`` clients can use it as
+their HTTP client). No model and no server process: each test runs in milliseconds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from llmux.config import Settings, StoreSettings
+from llmux.core.context import RequestContext
+from llmux.gateway import Gateway
+from llmux.history import ChatHistory
+from llmux.models.manager import ModelManager
+from llmux.models.store import ModelStore
+from llmux.policies import Handler, Operation, Outcome, PassThrough, Policy
+from llmux.server.app import create_app
+from llmux.services import Services
+from llmux.storage.conversations import SqlConversations
+from llmux.storage.database import Database, database_url
+from llmux.upstream.router import UpstreamRouter
+from llmux.upstream.settings import UpstreamSettings
+from tests.support.fakes import FakeBackend
+
+BASE = "http://127.0.0.1:11434"
+
+
+@dataclass
+class Seen:
+    op: Operation
+    ctx: RequestContext
+    outcome: Outcome | None = None
+
+
+@dataclass
+class RecordingPolicy(PassThrough):
+    """Records every operation with its context and, at the end, its outcome."""
+
+    needs_body: bool = False
+    seen: list[Seen] = field(default_factory=list)
+
+    def __call__(self, ctx: RequestContext, op: Operation, next: Handler) -> AsyncIterator[Any]:
+        self.seen.append(Seen(op, ctx))
+        return next(ctx, op)
+
+    def finished(self, ctx: RequestContext, op: Operation, outcome: Outcome) -> None:
+        for s in reversed(self.seen):
+            if s.ctx is ctx and s.outcome is None:
+                s.outcome = outcome
+                return
+
+
+@dataclass
+class App:
+    client: TestClient
+    backend: FakeBackend
+    gateway: Gateway
+    settings: Settings
+
+
+@contextmanager
+def in_process(
+    tmp_path: Path,
+    *,
+    backend: FakeBackend | None = None,
+    policies: Sequence[Policy] = (),
+    upstreams: Sequence[UpstreamSettings] = (),
+    gateway_cls: type[Gateway] = Gateway,
+    **settings: Any,
+) -> Iterator[App]:
+    backend = backend or FakeBackend()
+    config = Settings(home=tmp_path, upstreams=list(upstreams), **settings)
+    gateway = gateway_cls(
+        backend,
+        manager=ModelManager(ModelStore(tmp_path / "models"), StoreSettings()),
+        upstreams=UpstreamRouter(config.upstreams),
+        aliases=config.gateway.aliases,
+        policies=policies,
+    )
+    db = Database(database_url(None, tmp_path))
+    services = Services(gateway, ChatHistory(SqlConversations(db), gateway), db)
+    app = create_app(config, services)
+    with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
+        yield App(client, backend, gateway, config)
