@@ -59,9 +59,9 @@ def test_flat_names_still_work_with_a_warning(
 ) -> None:
     config = tmp_path / "old.toml"
     config.write_text('num_ctx = 1024\nmodels = "/srv/models"\n[aliases]\n"a" = "b"\n')
-    monkeypatch.setenv("LLMUX_ENGINE__MAX_QUEUE", "9")
-    monkeypatch.setenv("LLMUX_SERVER__ORIGINS", '["app://*"]')
-    monkeypatch.setenv("LLMUX_STORAGE__DATABASE_URL", "sqlite:////tmp/x.db")
+    monkeypatch.setenv("LLMUX_MAX_QUEUE", "9")
+    monkeypatch.setenv("LLMUX_ORIGINS", '["app://*"]')
+    monkeypatch.setenv("LLMUX_DATABASE_URL", "sqlite:////tmp/x.db")
     with pytest.warns(DeprecationWarning, match="sectioned form") as seen:
         s = load_settings(config, request_timeout=5)
     assert s.engine.num_ctx == 1024 and s.engine.max_queue == 9 and s.engine.request_timeout == 5
@@ -72,7 +72,7 @@ def test_flat_names_still_work_with_a_warning(
 
 
 def test_sectioned_environment_beats_a_flat_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLMUX_ENGINE__MAX_QUEUE", "9")
+    monkeypatch.setenv("LLMUX_MAX_QUEUE", "9")
     monkeypatch.setenv("LLMUX_ENGINE__MAX_QUEUE", "11")
     with pytest.warns(DeprecationWarning):
         assert load_settings().engine.max_queue == 11

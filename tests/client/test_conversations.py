@@ -56,7 +56,7 @@ def test_create_send_get_update_export_delete(client: Client) -> None:
     assert got.message_count == 4 and not any(m.partial for m in got.messages)
 
     found = client.conversations.list(q=word)
-    assert [c.id for c in found] == [conv.id] and word in (found[0].snippet or "")
+    assert [c.id for c in found] == [conv.id] and word in (found[0].snippet or "").lower()
     assert client.conversations.list(q=word, offset=1) == []
     assert conv.id in [c.id for c in client.conversations.list(limit=200)]
 
