@@ -161,6 +161,10 @@ class RecordingGateway(Gateway):
         self._knock("pull", ctx)
         return super().pull(ctx, *args)
 
+    def push(self, ctx: RequestContext, *args: Any) -> Any:
+        self._knock("push", ctx)
+        return super().push(ctx, *args)
+
     def create(self, ctx: RequestContext, *args: Any) -> Any:
         self._knock("create", ctx)
         return super().create(ctx, *args)
@@ -197,13 +201,14 @@ def test_model_management_goes_through_the_gateway(tmp_path: Path) -> None:
             c.post("/api/pull", json={"model": "x", "insecure": True, "stream": False}).status_code
             >= 400
         )
+        assert c.post("/api/push", json={"model": "nope", "insecure": True}).status_code == 404
         assert c.post("/api/create", json={"model": "m", "from": "nope:1"}).status_code == 404
         assert c.post("/api/copy", json={"source": "nope", "destination": "n2"}).status_code == 404
         assert c.request("DELETE", "/api/delete", json={"model": "nope"}).status_code == 404
         assert c.head("/api/blobs/sha256:" + "0" * 64).status_code == 404
         assert gw.doors == [
             "models", "models", "show", "load", "ps", "unload", "ps",
-            "pull", "create", "copy", "delete", "has_blob",
+            "pull", "push", "create", "copy", "delete", "has_blob",
         ]  # fmt: skip
         assert [c.method for c in app.backend.calls if c.method != "models"] == [
             "show",

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmux.core.context import RequestContext
 from llmux.errors import InvalidRequest, LlmuxError
 from llmux.gateway import Gateway
-from llmux.server.errors import error_body, error_response
+from llmux.server.errors import stream_error
 from llmux.upstream.pool import Member, Pool, Target
 from llmux.upstream.server import Upstream
 
@@ -67,8 +67,7 @@ class Plan:
         return b" " if self.api == "ollama" else b": keep-alive\n\n"
 
     def error_bytes(self, exc: LlmuxError) -> bytes:
-        body = json.dumps(error_body(exc, self.path), ensure_ascii=False).encode()
-        return body + b"\n" if self.api == "ollama" else b"data: " + body + b"\n\n"
+        return stream_error(exc, self.path, self.content_type)
 
     def payload(self, model: str) -> bytes:
         """The body for a member that knows the model as ``model``."""
@@ -231,9 +230,6 @@ class Relay:
                 first = await anext(stream)
         except StartedError as wrapped:
             await send(body_message(p.error_bytes(wrapped.error), more=False))
-            return
-        except LlmuxError as exc:
-            await error_response(exc, p.path)(scope, receive, send)
             return
         usage = UsageFilter() if p.strip_usage else None
         try:
