@@ -16,8 +16,14 @@ def sse(obj: object) -> bytes:
 def test_the_meter_reads_openai_usage_split_across_reads() -> None:
     text = sse({"choices": [{"delta": {"content": 'he said "prompt_tokens": 99'}}]})
     tail = sse({"choices": [{"delta": {}, "finish_reason": "length"}]}) + sse(
-        {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5,
-                                  "prompt_tokens_details": {"cached_tokens": 4}}}  # fmt: skip
+        {
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 12,
+                "completion_tokens": 5,
+                "prompt_tokens_details": {"cached_tokens": 4},
+            },
+        }  # fmt: skip
     )
     meter = RelayMeter()
     data = text + tail + b"data: [DONE]\n\n"
@@ -36,7 +42,11 @@ def test_the_meter_reads_ollama_final_lines_and_keeps_only_a_tail() -> None:
     meter.see(b'{"done":true,"done_reason":"stop","prompt_eval_count":31,"eval_count":7}\n')
     assert sum(len(p) for p in meter._parts) < 2 * TAIL_BYTES
     meter.close()
-    assert (meter.usage.prompt_tokens, meter.usage.completion_tokens, meter.finish) == (31, 7, "stop")
+    assert (meter.usage.prompt_tokens, meter.usage.completion_tokens, meter.finish) == (
+        31,
+        7,
+        "stop",
+    )
 
 
 def test_the_usage_filter_drops_only_the_usage_only_event() -> None:

@@ -77,7 +77,7 @@ fast_path = false
 name = "s-faulty"
 type = "openai"
 url = "{scripted}/v1"
-models = ["fail", "reset"]
+models = ["fail", "reset", "broke", "busy", "tired", "cut", "nochunk", "comments"]
 {FAST_RETRY}
 {QUIET_BREAKER}
 
@@ -103,7 +103,7 @@ retries = 0
 name = "s-lazy"
 type = "ollama"
 url = "{scripted}"
-models = ["lazy"]
+models = ["lazy", "nochunk-ol"]
 
 [[upstreams]]
 name = "dead"

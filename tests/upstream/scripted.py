@@ -7,6 +7,9 @@ the model name in each request picks the behaviour:
 ``slow``     3 s before any byte                      ``lazy``     1 s before the first token
 ``garbage``  200 with a body that is not JSON         ``drop``     one token, then the connection drops
 ``reset``    the connection closes with no reply      ``brk``      500 while ``fail_brk`` is set
+``broke``    402 Insufficient Balance (DeepSeek)       ``busy``     503 with Retry-After: 1
+``tired``    422 with an OpenAI error body             ``cut``      a body without a length, cut
+``nochunk``  SSE without chunking, cut after 2 events  ``comments`` keep-alive comments, then closes
 anything else: a short normal answer ("ok from scripted").
 """
 
@@ -83,7 +86,48 @@ class Scripted:
             assert request.transport is not None
             request.transport.close()
             return web.Response()
+        if model == "broke":
+            error = {"message": "Insufficient Balance", "type": "unknown_error", "code": None}
+            return web.json_response({"error": error}, status=402)
+        if model == "busy":
+            return web.json_response(
+                {"error": {"message": "Server overloaded"}},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        if model == "tired":
+            return web.json_response({"error": {"message": "bad field foo"}}, status=422)
+        if model.removesuffix("-ol") in ("cut", "nochunk", "comments"):
+            return await self._raw(request, model.removesuffix("-ol"))
         return None
+
+    async def _raw(self, request: web.Request, model: str) -> web.StreamResponse:
+        """Replies written straight to the socket: close-delimited bodies cut short."""
+        assert request.transport is not None
+        body = await request.json()
+        sse = bool(body.get("stream", request.path.startswith("/api")))
+        kind = (
+            b"text/event-stream"
+            if sse and not request.path.startswith("/api")
+            else (b"application/x-ndjson" if sse else b"application/json")
+        )
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: " + kind + b"\r\nConnection: close\r\n\r\n"
+        if model == "cut":
+            payload = b'{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "mess'
+        elif model == "nochunk":
+            if kind == b"application/x-ndjson":
+                payload = b'{"model":"nochunk","message":{"role":"assistant","content":"a"},"done":false}\n'
+            else:
+                event = {"id": "x", "object": "chat.completion.chunk", "model": model,
+                         "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]}  # fmt: skip
+                payload = b"data: " + json.dumps(event).encode() + b"\n\n"
+                payload += payload
+        else:
+            payload = b": keep-alive\n\n: keep-alive\n\n"
+        request.transport.write(head + payload)
+        await asyncio.sleep(0.05)
+        request.transport.close()
+        return web.Response()
 
     def _tokens(self, model: str) -> list[str]:
         if model.startswith("think"):

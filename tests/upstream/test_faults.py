@@ -186,3 +186,46 @@ def test_breaker_opens_and_recovers(gateway: Server, scripted: Scripted) -> None
     for _ in range(2):  # half_open_calls = 2 trial calls succeed
         client.chat.completions.create(model="brk", messages=MSG)  # type: ignore[arg-type]
     assert state()["state"] == "closed"
+
+
+def test_upstream_statuses_pass_through(gateway: Server, scripted: Scripted) -> None:
+    """402, 422 and 503 keep their status, error shape and Retry-After; 402 is not retried."""
+    ds = openai.OpenAI(base_url=gateway.url, api_key="x", max_retries=0, timeout=30)
+    before = scripted.hits["broke"]
+    with pytest.raises(openai.APIStatusError) as info:
+        ds.chat.completions.create(model="broke", messages=MSG)  # type: ignore[arg-type]
+    assert info.value.status_code == 402 and "Insufficient Balance" in str(info.value)
+    assert scripted.hits["broke"] == before + 1, "402 is never retried"
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        r = http.post("/chat/completions", json={"model": "broke", "messages": MSG, "stream": True})
+        assert r.status_code == 402 and r.json()["error"]["message"] == "Insufficient Balance"
+        r = http.post("/v1/chat/completions", json={"model": "tired", "messages": MSG})
+        assert r.status_code == 422 and "bad field foo" in r.json()["error"]["message"]
+        r = http.post("/v1/chat/completions", json={"model": "busy", "messages": MSG})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["type"] == "server_error"
+        assert scripted.hits["busy"] >= 2, "503 is retried before it is passed on"
+
+
+def test_a_cut_reply_on_the_fast_path_is_a_clean_error(gateway: Server) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        r = http.post("/v1/chat/completions", json={"model": "cut", "messages": MSG})
+        assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
+        r = http.post("/v1/chat/completions", json={"model": "comments", "messages": MSG})
+        assert r.status_code == 502, "comments and no body is no reply"
+        body = {"model": "nochunk", "messages": MSG, "stream": True}
+        events = http.post("/v1/chat/completions", json=body).text.split("\n\n")
+        data = [json.loads(e[6:]) for e in events if e.startswith("data: {")]
+        assert data[0]["choices"][0]["delta"]["content"] == "a"
+        assert "error" in data[-1] and "[DONE]" not in "".join(events)
+        body = {"model": "comments", "messages": MSG, "stream": True}
+        events = http.post("/v1/chat/completions", json=body).text.split("\n\n")
+        assert "error" in json.loads([e for e in events if e.startswith("data: ")][-1][6:])
+        r = http.post("/api/chat", json={"model": "nochunk-ol", "messages": MSG})
+        lines = [json.loads(x) for x in r.text.splitlines() if x.strip()]
+        assert lines[0]["message"]["content"] == "a" and "error" in lines[-1]
+    client = oa(gateway)
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model="comments", messages=MSG, stream=True))  # type: ignore[arg-type]
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="comments", messages=MSG)  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ from typing import Any, cast
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmux.core.context import RequestContext
-from llmux.errors import InvalidRequest, LlmuxError
+from llmux.errors import InvalidRequest, LlmuxError, UpstreamError
 from llmux.gateway import Gateway
 from llmux.server.errors import stream_error
 from llmux.upstream.pool import Member, Pool, Target
@@ -122,6 +122,42 @@ def renamed(data: bytes, remote: str, asked: str) -> bytes:
     return data
 
 
+def whole_reply(body: bytes, *, delimited: bool) -> bool:
+    """Whether a non-streaming reply arrived whole: something besides whitespace and SSE
+    comments, and, when the upstream did not say how long it is (no Content-Length, not
+    chunked), a JSON document that parses."""
+    text = body.strip()
+    if not text or all(not line.strip() or line.startswith(b":") for line in text.splitlines()):
+        return False
+    if delimited:
+        return True
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+class StreamEnd:
+    """Whether a relayed stream ended as the API ends one: ``data: [DONE]`` (SSE) or a
+    last line with ``"done": true`` (NDJSON). Only a short tail is kept."""
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+        self.tail = b""
+
+    def see(self, data: bytes) -> None:
+        self.tail = (self.tail + data)[-512:]
+
+    def complete(self) -> bool:
+        """Ended as the API ends a stream, or with the upstream's own error."""
+        sep = b"\n\n" if self.api == "openai" else b"\n"
+        last = self.tail.rstrip().rsplit(sep, 1)[-1].replace(b" ", b"")
+        if self.api == "openai":
+            return last in (b"data:[DONE]",) or last.startswith(b'data:{"error"')
+        return b'"done":true' in last or last.startswith(b'{"error"')
+
+
 class UsageFilter:
     """Drops the usage-only SSE event (``"choices":[]`` with ``usage``) that was asked
     for on the client's behalf; the meter has seen it by then."""
@@ -169,8 +205,10 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return again
 
 
-def start_message(content_type: str, status: int = 200) -> Message:
+def start_message(content_type: str, status: int = 200, length: int | None = None) -> Message:
     headers = [(b"content-type", content_type.encode())]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
     if content_type.startswith(SSE):
         headers += [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
     return {"type": "http.response.start", "status": status, "headers": headers}
@@ -222,9 +260,34 @@ class Relay:
 
         ctx = scope.get("state", {}).get("ctx") or RequestContext(api=p.api, route=p.path)  # type: ignore[arg-type]
         stream = gw.relay(ctx, p.name, p.stream, Pool(p.name, p.fast).stream(start))
+        try:
+            if p.stream:
+                await self._fast_stream(stream, p, meta, send)
+            else:
+                await self._fast_whole(stream, p, meta, send)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    async def _fast_whole(
+        self, stream: AsyncIterator[bytes], p: Plan, meta: dict[str, str], send: Send
+    ) -> None:
+        """A non-streaming reply, sent once it has all arrived: one that breaks off, or
+        ends with nothing but whitespace or keep-alive comments, is a 502 in the API's
+        shape instead of a 200 with a broken body."""
+        body = b"".join([data async for data in stream])
+        if not whole_reply(body, delimited=meta.get("delimited") == "yes"):
+            raise UpstreamError(
+                f"the upstream serving '{p.name}' ended the reply without a complete body"
+            )
+        await send(start_message(meta.get("content_type", "application/json"), length=len(body)))
+        await send(body_message(body, more=False))
+
+    async def _fast_stream(
+        self, stream: AsyncIterator[bytes], p: Plan, meta: dict[str, str], send: Send
+    ) -> None:
         started = False
         try:
-            if p.stream and self.keepalive_s > 0:
+            if self.keepalive_s > 0:
                 first, started = await self._first_kept_alive(stream, p, send)
             else:
                 first = await anext(stream)
@@ -232,19 +295,25 @@ class Relay:
             await send(body_message(p.error_bytes(wrapped.error), more=False))
             return
         usage = UsageFilter() if p.strip_usage else None
+        ending = StreamEnd(p.api)
+        if not started:
+            await send(start_message(meta.get("content_type", p.content_type)))
+        ending.see(first)
+        await send(body_message(usage.feed(first) if usage else first))
         try:
-            if not started:
-                await send(start_message(meta.get("content_type", p.content_type)))
-            await send(body_message(usage.feed(first) if usage else first))
-            try:
-                async for data in stream:
-                    await send(body_message(usage.feed(data) if usage else data))
-            except LlmuxError as exc:
-                await send(body_message(p.error_bytes(exc), more=False))
-                return
-            await send(body_message(usage.flush() if usage else b"", more=False))
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            async for data in stream:
+                ending.see(data)
+                await send(body_message(usage.feed(data) if usage else data))
+        except LlmuxError as exc:
+            await send(body_message(p.error_bytes(exc), more=False))
+            return
+        tail = usage.flush() if usage else b""
+        if not ending.complete():
+            early = UpstreamError(
+                f"the upstream serving '{p.name}' ended the stream before the reply was done"
+            )
+            tail += p.error_bytes(early)
+        await send(body_message(tail, more=False))
 
     async def _first_kept_alive(
         self, stream: AsyncIterator[bytes], p: Plan, send: Send

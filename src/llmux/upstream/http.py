@@ -19,7 +19,7 @@ from typing import Any, Literal
 import aiohttp
 
 from llmux import __version__
-from llmux.errors import InvalidRequest, LlmuxError, ModelNotFound, UpstreamError
+from llmux.errors import InvalidRequest, LlmuxError, ModelNotFound, PaymentRequired, UpstreamError
 from llmux.upstream.settings import UpstreamSettings
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ def status_failure(name: str, model: str, status: int, body: bytes, headers: Any
         )
     elif status == 404:
         final = ModelNotFound(model, f"upstream '{name}' says: {message}")
+    elif status == 402:  # DeepSeek's "Insufficient Balance": passed on as it came, never retried
+        final = PaymentRequired(message)
     elif 400 <= status < 500 and status not in (408, 409, 429):
         final = InvalidRequest(where, status=status if status in (400, 413, 422) else 400)
     return AttemptFailed(

@@ -27,7 +27,7 @@ from llmux.core.chunks import ChatChunk, EmbedResult
 from llmux.core.context import RequestContext
 from llmux.core.models import LoadedInfo, ModelCard, ModelInfo
 from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions
-from llmux.errors import LlmuxError, RateLimited, Timeout, UpstreamError
+from llmux.errors import LlmuxError, RateLimited, ServerBusy, Timeout, UpstreamError
 from llmux.upstream import listing
 from llmux.upstream.breaker import CircuitBreaker
 from llmux.upstream.http import AttemptFailed
@@ -137,6 +137,8 @@ def final_error(model: str, last: AttemptFailed | None, skipped: list[Member]) -
         )
     if last.status == 429:
         return RateLimited(f"{last.message} (after retries)", retry_after=last.retry_after or 1.0)
+    if last.status == 503:  # passed on with its status and Retry-After, after the retries
+        return ServerBusy(f"{last.message} (after retries)", retry_after=last.retry_after or 1.0)
     return UpstreamError(last.message)
 
 

@@ -111,6 +111,8 @@ class Upstream:
         the reply's content type before the first bytes are yielded."""
         resp = await self.http.open(path, payload, model=model, deadline=deadline)
         meta["content_type"] = resp.headers.get("Content-Type", "application/json")
+        chunked = "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
+        meta["delimited"] = "yes" if chunked or "Content-Length" in resp.headers else "no"
         try:
             with self._mid_reply():
                 async for data in resp.content.iter_any():
