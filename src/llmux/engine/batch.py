@@ -196,14 +196,18 @@ class BatchLoop:
         """Forget queued requests whose client left; answer those past their deadline."""
         now = time.monotonic()
         keep: deque[Request] = deque()
+        dropped = 0
         for request in self._waiting:
             deadline = request.job.deadline
             if request.cancel.is_set():
+                dropped += 1
                 continue
             if deadline is not None and now > deadline:
                 request.emit(ErrorEvent(Timeout("the request waited in the queue past its deadline")))  # fmt: skip
             else:
                 keep.append(request)
+        if dropped:
+            log.info("%s: dropped %d queued requests whose clients left", self.name, dropped)
         self._waiting = keep
 
     def _step(self, arrivals: list[Request]) -> None:

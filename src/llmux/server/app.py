@@ -5,7 +5,8 @@ Without ``services`` the lifespan builds them from the settings
 in its own (a gateway over a fake backend) and run the app in-process.
 
 Layers, outermost first: CORS > identity (request id, client, context) > error
-boundary > guard (Host, Origin, body size) > relay (fast path, keep-alives) > routes.
+boundary > guard (Host, Origin, body size) > relay (fast path, keep-alives) > disconnect
+watch (cancels a model request whose client left) > routes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from llmux import __version__
 from llmux.config import Settings
 from llmux.observability import logs
+from llmux.server.disconnect import DisconnectWatch
 from llmux.server.errors import ErrorBoundary, install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, is_loopback, origin_regex
 from llmux.server.identity import Identity
@@ -61,6 +63,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     for router in (ollama, models, openai, deepseek, conversations, ui, admin):
         app.include_router(router.router)
     server = settings.server
+    app.add_middleware(DisconnectWatch)
     app.add_middleware(Relay, keepalive_s=settings.gateway.keepalive_s)
     host, _ = settings.bind
     app.add_middleware(

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmux.core.context import RequestContext
 from llmux.errors import InvalidRequest, LlmuxError, UpstreamError
 from llmux.gateway import Gateway
+from llmux.server.disconnect import read_body, until_disconnect
 from llmux.server.errors import stream_error
 from llmux.upstream.pool import Member, Pool, Target
 from llmux.upstream.server import Upstream
@@ -180,18 +181,6 @@ def _usage_only(event: bytes) -> bool:
     return b'"usage"' in event and (b'"choices":[]' in event or b'"choices": []' in event)
 
 
-async def read_body(receive: Receive) -> bytes:
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        parts.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(parts)
-
-
 def replay(body: bytes, receive: Receive) -> Receive:
     sent = False
 
@@ -241,8 +230,6 @@ class Relay:
         p = plan(gw, path, body)
         if p is None:
             await self.app(scope, replay(body, receive), send)
-        elif p.fast and not p.stream:
-            await self._fast(gw, p, scope, receive, send)  # bounded by the upstream's timeout
         elif p.fast:
             await until_disconnect(self._fast(gw, p, scope, receive, send), receive)
         elif p.stream and self.keepalive_s > 0:
@@ -386,29 +373,6 @@ class Relay:
     def _error_line(p: Plan, body: bytes) -> bytes:
         text = body.strip()
         return text + b"\n" if p.api == "ollama" else b"data: " + text + b"\n\n"
-
-
-async def until_disconnect(work: Any, receive: Receive) -> None:
-    """Run ``work``; cancel it if the client goes away first."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in (task, watcher):
-            if not t.done():
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-    if task.done() and not task.cancelled():
-        task.result()
 
 
 async def _renamed(chunks: AsyncIterator[bytes], remote: str, asked: str) -> AsyncIterator[bytes]:

@@ -1,0 +1,115 @@
+"""Watching for the client to go away, from the moment a model request is accepted.
+
+Starlette notices a disconnect only while it streams a response; a request still
+waiting in the engine's queue, or a non-streaming one being generated, would run to the
+end for nobody. :class:`DisconnectWatch` (pure ASGI, just inside the relay) reads the
+body of every request that reaches a model, hands it to the app, and listens on the
+connection meanwhile: when the client hangs up, the app's task is cancelled, which
+closes the reply's stream, which cancels the engine's job (dropped from the queue, or
+stopped at the next decode step) or the upstream call. The app still sees the
+disconnect through ``receive`` as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MODEL_PATHS = {
+    "/api/chat",
+    "/api/generate",
+    "/api/embed",
+    "/api/embeddings",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/beta/chat/completions",
+    "/beta/completions",
+}
+
+
+def reaches_a_model(scope: Scope) -> bool:
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return False
+    path: str = scope["path"]
+    if path in MODEL_PATHS:
+        return True
+    return path.startswith("/api/conversations/") and path.endswith(("/messages", "/regenerate"))
+
+
+async def read_body(receive: Receive) -> bytes:
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        parts.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(parts)
+
+
+async def until_disconnect(work: Awaitable[None], receive: Receive) -> bool:
+    """Run ``work``; cancel it if the client goes away first (True then). ``work`` must
+    not read ``receive`` itself."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, watcher):
+            if not t.done():
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+    if task.done() and not task.cancelled():
+        task.result()  # the app's own error goes on to the error boundary
+    return watcher.done() and not watcher.cancelled()
+
+
+class DisconnectWatch:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not reaches_a_model(scope):
+            await self.app(scope, receive, send)
+            return
+        body = await read_body(receive)
+        gone = asyncio.Event()
+        handed = False
+
+        async def app_receive() -> Message:
+            nonlocal handed
+            if not handed:
+                handed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def watched() -> None:
+            try:
+                await self.app(scope, app_receive, send)
+            finally:
+                gone.set()
+
+        async def real_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+            return message
+
+        await until_disconnect(watched(), real_receive)
