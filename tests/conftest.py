@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -117,6 +119,21 @@ def vocab() -> object:
     path = bundled_gguf()
     assert path is not None
     return Llama(model_path=str(path), vocab_only=True, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def no_eos(vocab: Any) -> dict[str, int]:
+    """logit_bias that bans every end-of-generation token, so replies run to max_tokens."""
+    ids = {vocab.token_eos()} | {
+        t for text in ("<|im_end|>", "<|endoftext|>") for t in vocab.tokenize(text.encode(), add_bos=False, special=True)
+    }  # fmt: skip
+    return {str(t): -100 for t in ids}
+
+
+def cancelled_counts(server: Server) -> list[int]:
+    """Tokens each cancelled generation had produced, from the server's log."""
+    found = re.findall(r"generation cancelled after (\d+) tokens", server.log.read_text())
+    return [int(n) for n in found]
 
 
 PG_ADMIN = os.environ.get("LLMUX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

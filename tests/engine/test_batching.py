@@ -7,7 +7,6 @@ official ``openai`` and ``ollama`` clients.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import ollama
 import pytest
 from openai import OpenAI
 
-from tests.conftest import MODEL, Server, running_server
+from tests.conftest import MODEL, Server, cancelled_counts, running_server
 
 pytestmark = pytest.mark.model
 
@@ -26,15 +25,6 @@ pytestmark = pytest.mark.model
 @pytest.fixture(scope="module")
 def client(server: Server) -> OpenAI:
     return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def no_eos(vocab: Any) -> dict[str, int]:
-    """logit_bias that bans every end-of-generation token, so replies run to max_tokens."""
-    ids = {vocab.token_eos()} | {
-        t for text in ("<|im_end|>", "<|endoftext|>") for t in vocab.tokenize(text.encode(), add_bos=False, special=True)
-    }  # fmt: skip
-    return {str(t): -100 for t in ids}
 
 
 def stream_chat(
@@ -136,10 +126,6 @@ def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "one-slot",
         {"LLMUX_ENGINE__NUM_PARALLEL": "1", "LLMUX_ENGINE__REQUEST_TIMEOUT": "4"},
     )
-
-
-def cancelled_counts(server: Server) -> list[int]:
-    return [int(n) for n in re.findall(r"generation cancelled after (\d+) tokens", server.log.read_text())]  # fmt: skip
 
 
 def test_disconnect_stops_generation_and_frees_the_slot(one_slot: Server, no_eos: dict[str, int]) -> None:  # fmt: skip

@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MODEL, Server, running_server
-from tests.engine.test_batching import cancelled_counts, no_eos  # noqa: F401 (a fixture)
+from tests.conftest import MODEL, Server, cancelled_counts, running_server
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,13 @@ def sse(obj: object) -> bytes:
 
 def test_the_meter_reads_openai_usage_split_across_reads() -> None:
     text = sse({"choices": [{"delta": {"content": 'he said "prompt_tokens": 99'}}]})
-    tail = sse({"choices": [{"delta": {}, "finish_reason": "length"}]}) + sse(
-        {
-            "choices": [],
-            "usage": {
-                "prompt_tokens": 12,
-                "completion_tokens": 5,
-                "prompt_tokens_details": {"cached_tokens": 4},
-            },
-        }  # fmt: skip
-    )
+    usage = {
+        "prompt_tokens": 12,
+        "completion_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 4},
+    }
+    tail = sse({"choices": [{"delta": {}, "finish_reason": "length"}]})
+    tail += sse({"choices": [], "usage": usage})
     meter = RelayMeter()
     data = text + tail + b"data: [DONE]\n\n"
     for i in range(0, len(data), 7):
