@@ -78,6 +78,15 @@ class ServerSettings(Section):
         default_factory=lambda: list[ReasoningField](["reasoning_content"]),
         description="OpenAI-API field name(s) for the thinking trace: DeepSeek's and/or Ollama's",
     )
+    api_docs: bool = Field(
+        default=False,
+        description="serve the interactive docs at /docs (Swagger UI, loaded from a CDN);"
+        " /openapi.json is always there",
+    )
+    ollama_version: str = Field(
+        default="0.12.6",
+        description="the Ollama release whose API llmux implements, as /api/version reports it",
+    )
     balance_currency: str = Field(default="CNY", description="currency GET /user/balance reports")
     balance_total: str = Field(
         default="0.00", description="balance GET /user/balance reports, as a string"

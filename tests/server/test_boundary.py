@@ -172,3 +172,10 @@ def test_the_peer_is_the_client_without_trusted_proxies(app: App) -> None:
     )
     seen = app.gateway.policies[0].seen  # type: ignore[attr-defined]
     assert seen[-1].ctx.client == "testclient"
+
+
+def test_the_interactive_docs_are_off_unless_enabled(tmp_path: Path, app: App) -> None:
+    assert app.client.get("/docs").status_code == 404
+    assert app.client.get("/openapi.json").json()["info"]["title"] == "llmux"
+    with in_process(tmp_path / "docs", server={"api_docs": True}) as on:
+        assert "swagger" in on.client.get("/docs").text.lower()

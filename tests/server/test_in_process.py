@@ -220,3 +220,37 @@ def test_model_management_goes_through_the_gateway(tmp_path: Path) -> None:
 def test_operation_without_body_is_metadata_only() -> None:
     op = Operation("chat", "m", backend="relay")
     assert not op.has_body
+
+
+def test_context_window_sets_num_ctx_and_text_completion_is_completions(app: App) -> None:
+    c = app.client
+    r = c.post(
+        "/v1/chat/completions", json={"model": "fake", "messages": MESSAGES, "context_window": 8192}
+    )
+    assert r.status_code == 200
+    r = c.post(
+        "/chat/completions",
+        json={
+            "model": "fake",
+            "messages": MESSAGES,
+            "context_window": 8192,
+            "options": {"num_ctx": 1024},
+        },
+    )
+    assert r.status_code == 200
+    r = c.post("/v1/completions", json={"model": "fake", "prompt": "x", "context_window": 2048})
+    assert r.status_code == 200
+    loads = [call.args[0].load.num_ctx for call in app.backend.calls_of("chat")]
+    assert loads == [8192, 1024, 2048], "options.num_ctx wins over context_window"
+    bad = c.post(
+        "/v1/chat/completions", json={"model": "fake", "messages": MESSAGES, "context_window": 0}
+    )
+    assert bad.status_code == 400 and "context_window" in bad.json()["error"]["message"]
+    for path in ("/v1/text/completion", "/text/completion"):
+        r = c.post(
+            path, json={"model": "fake", "prompt": "Once", "max_tokens": 5, "temperature": 0.5}
+        )
+        assert r.status_code == 200 and r.json()["object"] == "text_completion"
+        assert r.json()["choices"][0]["text"] == "Hello world"
+        streamed = c.post(path, json={"model": "fake", "prompt": "Once", "stream": True}).text
+        assert streamed.rstrip().endswith("data: [DONE]")

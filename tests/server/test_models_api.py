@@ -129,11 +129,14 @@ def test_pull_streams_the_ollama_sequence_then_lists_shows_and_chats(
 def test_pull_errors_keep_their_status_and_install_nothing(
     api: httpx.Client, srv: Server, registry: FakeRegistry
 ) -> None:
-    missing = api.post(
-        "/api/pull", json={"model": f"{registry.host}/library/ghost", "insecure": True}
-    )
+    ghost = {"model": f"{registry.host}/library/ghost", "insecure": True}
+    missing = api.post("/api/pull", json={**ghost, "stream": False})
     assert missing.status_code == 404
     assert "ghost" in missing.json()["error"] and "not found" in missing.json()["error"]
+    streamed = api.post("/api/pull", json=ghost)  # as Ollama: 200, then an error line
+    lines = [json.loads(x) for x in streamed.text.splitlines()]
+    assert streamed.status_code == 200 and lines[0] == {"status": "pulling manifest"}
+    assert len(lines) == 2 and "ghost" in lines[1]["error"] and "not found" in lines[1]["error"]
     assert api.post("/api/pull", json={}).status_code == 400
 
     raw = registry.publish("library/bad", "latest", tiny_gguf(2_000_000))

@@ -13,6 +13,7 @@ import httpx
 import jsonschema
 import pytest
 
+import llmux
 from tests.conftest import MODEL
 
 pytestmark = pytest.mark.model
@@ -49,7 +50,9 @@ def test_root_and_version(http: httpx.Client) -> None:
     assert r.status_code == 200 and r.text == "Ollama is running"
     assert r.headers["content-type"].startswith("text/plain")
     assert http.head("/").status_code == 200
-    assert isinstance(http.get("/api/version").json()["version"], str)
+    shown = http.get("/api/version").json()
+    assert shown["version"] == "0.12.6", "the Ollama API version llmux implements (configurable)"
+    assert shown["llmux_version"] == llmux.__version__
     assert http.head("/api/version").status_code == 200
 
 

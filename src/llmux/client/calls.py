@@ -189,7 +189,12 @@ def ps() -> Call[ProcessResponse]:
 
 
 def version() -> Call[str]:
-    return Call("GET", "/api/version", lambda obj: str((obj or {}).get("version", "")))
+    """llmux's own version (``llmux_version``); an Ollama server's ``version``."""
+    return Call(
+        "GET",
+        "/api/version",
+        lambda obj: str((obj or {}).get("llmux_version") or (obj or {}).get("version", "")),
+    )
 
 
 def progress(path: str, model: str, stream: bool, **fields: Any) -> Call[ProgressResponse]:

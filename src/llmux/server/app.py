@@ -56,7 +56,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     logs.install()
     app = FastAPI(
-        title="llmux", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
+        title="llmux",
+        version=__version__,
+        lifespan=lifespan,
+        # Swagger UI comes from a CDN, without an integrity check: off unless asked for
+        docs_url="/docs" if settings.server.api_docs else None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)

@@ -31,6 +31,8 @@ MODEL_PATHS = {
     "/embeddings",
     "/beta/chat/completions",
     "/beta/completions",
+    "/v1/text/completion",
+    "/text/completion",
 }
 
 

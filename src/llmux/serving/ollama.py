@@ -7,6 +7,7 @@ from typing import Any
 
 from llmux.core.context import RequestContext
 from llmux.core.request import LoadOptions
+from llmux.errors import InvalidRequest, LlmuxError
 from llmux.gateway import Gateway
 from llmux.models.create import CreateSpec
 from llmux.models.progress import Progress
@@ -109,7 +110,23 @@ async def _progress_lines(
 
 
 async def pull(gw: Gateway, ctx: RequestContext, model: str, insecure: bool, stream: bool) -> Reply:
-    return await progress(gw.pull(ctx, model, insecure), stream)
+    """As Ollama does, a streaming pull that the registry cannot serve (no such model,
+    no registry) answers 200, ``pulling manifest``, then an error line; a bad name is
+    still a 400, and ``stream: false`` keeps the error's status."""
+    source = gw.pull(ctx, model, insecure)
+    if not stream:
+        return await progress(source, False)
+    try:
+        return await progress(source, True)
+    except InvalidRequest:
+        raise
+    except LlmuxError as exc:
+        return Reply("ndjson", events=_failed_pull(exc))
+
+
+async def _failed_pull(error: LlmuxError) -> AsyncIterator[dict[str, Any]]:
+    yield Progress("pulling manifest").wire()
+    raise error
 
 
 async def push(gw: Gateway, ctx: RequestContext, model: str, insecure: bool, stream: bool) -> Reply:

@@ -12,7 +12,16 @@ import json
 from typing import Any
 
 from llmux.core.durations import parse_keep_alive
-from llmux.core.request import ChatRequest, EmbedRequest, Message, Role, Sampling, Tool, ToolCall
+from llmux.core.request import (
+    ChatRequest,
+    EmbedRequest,
+    LoadOptions,
+    Message,
+    Role,
+    Sampling,
+    Tool,
+    ToolCall,
+)
 from llmux.errors import InvalidRequest
 from llmux.protocols.ollama.convert import decode_image, parse_options
 from llmux.protocols.openai.wire import (
@@ -204,8 +213,17 @@ def _tool_choice(body: ChatCompletionBody) -> str | None:
     return name
 
 
-def chat_to_core(body: ChatCompletionBody) -> ChatRequest:
+def _load_options(body: ChatCompletionBody | CompletionBody) -> tuple[Sampling, LoadOptions]:
+    """Ollama's native ``options``; ``context_window`` (a DeepSeek-style alias some
+    tutorials use) sets ``num_ctx`` unless ``options.num_ctx`` does."""
     native, load = parse_options(body.options)
+    if body.context_window is not None and load.num_ctx is None:
+        load = dataclasses.replace(load, num_ctx=body.context_window)
+    return native, load
+
+
+def chat_to_core(body: ChatCompletionBody) -> ChatRequest:
+    native, load = _load_options(body)
     messages, prefix = to_messages(body.messages)
     max_tokens = (
         body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
@@ -246,7 +264,7 @@ def completion_prompts(body: CompletionBody) -> list[str | list[int]]:
 def completion_to_core(body: CompletionBody, prompt: str | list[int]) -> ChatRequest:
     if body.best_of not in (None, body.n):
         raise InvalidRequest("best_of is not supported; use n", param="best_of")
-    native, load = parse_options(body.options)
+    native, load = _load_options(body)
     tokens: tuple[int, ...] = ()
     if isinstance(prompt, list):
         tokens, prompt = tuple(prompt), ""

@@ -112,6 +112,7 @@ class ChatCompletionBody(Wire):
     thinking: Thinking | None = None
     options: dict[str, Any] | None = None  # llmux extension: Ollama's native options
     keep_alive: str | int | float | None = None  # llmux extension
+    context_window: int | None = Field(default=None, ge=1)  # DeepSeek-style tutorials: num_ctx
 
 
 class CompletionBody(Wire):
@@ -135,6 +136,7 @@ class CompletionBody(Wire):
     user: str | None = None
     options: dict[str, Any] | None = None
     keep_alive: str | int | float | None = None
+    context_window: int | None = Field(default=None, ge=1)
 
 
 class EmbeddingBody(Wire):

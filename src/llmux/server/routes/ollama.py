@@ -19,7 +19,7 @@ from llmux.protocols.ollama.wire import (
     ModelBody,
 )
 from llmux.server.body import parse_body
-from llmux.server.deps import context, gateway
+from llmux.server.deps import context, gateway, settings
 from llmux.server.streaming import respond
 from llmux.serving import ollama as serving
 
@@ -32,8 +32,10 @@ async def root() -> Response:
 
 
 @router.api_route("/api/version", methods=["GET", "HEAD"])
-async def version() -> dict[str, str]:
-    return {"version": __version__}
+async def version(request: Request) -> dict[str, str]:
+    """The Ollama version whose API llmux speaks (clients gate features on it), and
+    llmux's own."""
+    return {"version": settings(request).server.ollama_version, "llmux_version": __version__}
 
 
 @router.api_route("/api/tags", methods=["GET", "HEAD"])

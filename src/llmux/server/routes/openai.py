@@ -46,6 +46,8 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
 for prefix in ("/v1", ""):
     router.add_api_route(prefix + "/chat/completions", chat_completions, methods=["POST"])
     router.add_api_route(prefix + "/completions", completions, methods=["POST"])
+    # the path tutorials for DeepSeek-style APIs use; the same as /completions
+    router.add_api_route(prefix + "/text/completion", completions, methods=["POST"])
     router.add_api_route(prefix + "/embeddings", embeddings, methods=["POST"])
     router.add_api_route(prefix + "/models", list_models, methods=["GET"])
     router.add_api_route(prefix + "/models/{model_id:path}", get_model, methods=["GET"])
