@@ -164,6 +164,8 @@ class Gateway:
             assert op.embed is not None
             return _one(backend.embed(ctx, op.embed))
         if len(op.requests) == 1:
+            if not op.stream and isinstance(backend, Pool):
+                return backend.chat_whole(ctx, op.requests[0])  # may fail over part-way
             return backend.chat(ctx, op.requests[0])
         return _merged(backend, ctx, op.requests)
 

@@ -127,6 +127,22 @@ url = "{scripted}"
 models = ["pool"]
 
 [[upstreams]]
+name = "s-drop"
+type = "ollama"
+url = "{scripted}"
+models = {{ "midfail" = "drop" }}
+weight = 100
+fast_path = false
+{QUIET_BREAKER}
+
+[[upstreams]]
+name = "s-fine"
+type = "ollama"
+url = "{scripted}"
+models = {{ "midfail" = "midfail-ok" }}
+fast_path = false
+
+[[upstreams]]
 name = "s-brk"
 type = "openai"
 url = "{scripted}"

@@ -229,3 +229,24 @@ def test_a_cut_reply_on_the_fast_path_is_a_clean_error(gateway: Server) -> None:
         list(client.chat.completions.create(model="comments", messages=MSG, stream=True))  # type: ignore[arg-type]
     with pytest.raises(openai.APIStatusError):
         client.chat.completions.create(model="comments", messages=MSG)  # type: ignore[arg-type]
+
+
+def test_a_non_streaming_reply_that_breaks_part_way_fails_over(
+    gateway: Server, scripted: Scripted
+) -> None:
+    """Nothing had reached a non-streaming client: the next member answers it whole.
+    A streaming client already has the first token, so its stream ends with an error."""
+    dropped, fine = scripted.hits["drop"], scripted.hits["midfail-ok"]
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        r = http.post("/api/chat", json={"model": "midfail", "messages": MSG, "stream": False})
+        assert r.status_code == 200, r.text
+        assert r.json()["message"]["content"] == "ok from scripted" and r.json()["done"]
+        r = http.post("/v1/chat/completions", json={"model": "midfail", "messages": MSG})
+        assert (
+            r.status_code == 200
+            and r.json()["choices"][0]["message"]["content"] == "ok from scripted"
+        )
+        assert scripted.hits["drop"] == dropped + 2 and scripted.hits["midfail-ok"] == fine + 2
+        r = http.post("/api/chat", json={"model": "midfail", "messages": MSG})
+        lines = [json.loads(x) for x in r.text.splitlines() if x.strip()]
+        assert lines[0]["message"]["content"] == "ok" and "error" in lines[-1]

@@ -173,12 +173,14 @@ class Pool:
             raise
         return stream, first
 
-    async def open(self, start: Starter[T]) -> tuple[Member, AsyncIterator[T], T]:
+    async def open(
+        self, start: Starter[T], exclude: Sequence[Member] = ()
+    ) -> tuple[Member, AsyncIterator[T], T]:
         """The first item from the first member that gives one; ``start`` begins a
         stream on a member. The caller decrements ``member.outstanding`` at its end."""
         began = time.monotonic()
-        targets = order(self.targets)
-        skipped = [m for m, name in self.targets if (m, name) not in targets]
+        targets = [t for t in order(self.targets) if t[0] not in exclude]
+        skipped = [m for m, name in self.targets if (m, name) not in targets and m not in exclude]
         deadline = began + max((m.timeout_s for m, _ in self.targets), default=600.0)
         last: AttemptFailed | None = None
         for pos, (member, model) in enumerate(targets):
@@ -226,8 +228,40 @@ class Pool:
             member.outstanding -= 1
             await stream.aclose()  # type: ignore[attr-defined]
 
+    async def whole(self, start: Starter[T]) -> list[T]:
+        """Every item of one reply, for a client that waits for all of it: a member that
+        fails part-way is given up and the next one asked from the start, since nothing
+        has reached the client yet."""
+        failed: list[Member] = []
+        while True:
+            member, stream, first = await self.open(start, exclude=failed)
+            items = [first]
+            try:
+                async for item in stream:
+                    items.append(item)
+                return items
+            except (UpstreamError, Timeout) as exc:
+                if member.breaker is not None:
+                    member.breaker.record(True)
+                failed.append(member)
+                if all(m in failed for m, _ in self.targets):
+                    raise
+                log.info("%s broke off part-way (%s); asking the next member", member.name, exc)
+            finally:
+                member.outstanding -= 1
+                await stream.aclose()  # type: ignore[attr-defined]
+
     def chat(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         return self.stream(lambda m, model, deadline: m.chat(ctx, request, model, deadline))
+
+    async def chat_whole(
+        self, ctx: RequestContext, request: ChatRequest
+    ) -> AsyncIterator[ChatChunk]:
+        """:meth:`chat` for a non-streaming client (see :meth:`whole`)."""
+        for chunk in await self.whole(
+            lambda m, model, deadline: m.chat(ctx, request, model, deadline)
+        ):
+            yield chunk
 
     async def embed(self, ctx: RequestContext, request: EmbedRequest) -> EmbedResult:
         """Retried, failed over and broken like :meth:`chat` (the result is the one item)."""
