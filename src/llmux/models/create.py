@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from llmux.core.names import ModelName
+from llmux.engine.gotemplate import check_go_template
 from llmux.errors import BackendError, InvalidRequest, ModelNotFound
 from llmux.models.gguf import GGUFInfo, read_gguf
 from llmux.models.progress import Progress, Report
@@ -73,6 +74,8 @@ class Create:
         self.store = store
         self.spec = spec
         self.name = ModelName.parse(spec.model)
+        if spec.template:
+            check_go_template(spec.template)  # 400 for a template that cannot render
         if not spec.files and not spec.from_:
             raise InvalidRequest(
                 "neither 'from' nor 'files' was given: name a model to build on, or upload "
