@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TypeVar
+import math
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -23,14 +24,57 @@ def describe(exc: ValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+MAX_DEPTH = 100  # nested arrays and objects in a body (JSON schemas nest a few dozen)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise InvalidRequest(f"invalid JSON in request body: {text} is out of range for a number")
+    return value
+
+
+def _constant(text: str) -> Any:
+    raise InvalidRequest(f"invalid JSON in request body: {text} is not a JSON value")
+
+
+def _depth(data: Any) -> int:
+    """How deeply arrays and objects nest in ``data`` (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def loads(raw: bytes | str) -> Any:
+    """Strict JSON for request bodies; every way it can be wrong is an InvalidRequest (400):
+    bad syntax or encoding, ``NaN``/``Infinity`` (not JSON), numbers out of range
+    (``1e400``, integers of more than 4,300 digits) and nesting deeper than MAX_DEPTH."""
+    try:
+        data = json.loads(raw, parse_float=_finite, parse_constant=_constant)
+    except RecursionError:
+        data = None  # deeper than Python's parser goes: the depth check below says so
+        deep = True
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, too many digits
+        raise InvalidRequest(f"invalid JSON in request body: {exc}") from None
+    else:
+        deep = _depth(data) > MAX_DEPTH
+    if deep:
+        raise InvalidRequest(f"invalid JSON in request body: nested deeper than {MAX_DEPTH} levels")
+    return data
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
     raw = await request.body()
     if not raw.strip():
         raise InvalidRequest("missing request body")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"invalid JSON in request body: {exc}") from None
+    data = loads(raw)
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
     try:
