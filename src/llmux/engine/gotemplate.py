@@ -57,8 +57,8 @@ def _over_budget(what: str) -> InvalidRequest:
 
 
 def _tokens(src: str) -> list[tuple[str, str]]:
-    """Text and action bodies, in order; linear in the length of ``src`` (an action ends
-    at the first ``}}``, as in Go)."""
+    """Text and action bodies, in order, in time linear in the length of ``src``. An
+    action ends at the first ``}}`` (even one inside a quoted string, unlike Go)."""
     out: list[tuple[str, str]] = []
     pos = 0
     trim_next = False

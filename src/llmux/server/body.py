@@ -27,29 +27,26 @@ def describe(exc: ValidationError) -> str:
 MAX_DEPTH = 100  # nested arrays and objects in a body (JSON schemas nest a few dozen)
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise InvalidRequest(f"invalid JSON in request body: {text} is out of range for a number")
-    return value
-
-
 def _constant(text: str) -> Any:
     raise InvalidRequest(f"invalid JSON in request body: {text} is not a JSON value")
 
 
-def _depth(data: Any) -> int:
-    """How deeply arrays and objects nest in ``data`` (iteratively: no recursion limit)."""
-    deepest, stack = 0, [(data, 1)]
+def _check(data: Any) -> None:
+    """Nesting at most MAX_DEPTH deep and every number finite (``1e400`` parses as an
+    infinity); iteratively, so no recursion limit applies."""
+    stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH:
-                break
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidRequest("invalid JSON in request body: a number is out of range")
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise InvalidRequest(
+                    f"invalid JSON in request body: nested deeper than {MAX_DEPTH} levels"
+                )
             children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
+            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, float)))
 
 
 def loads(raw: bytes | str) -> Any:
@@ -57,16 +54,14 @@ def loads(raw: bytes | str) -> Any:
     bad syntax or encoding, ``NaN``/``Infinity`` (not JSON), numbers out of range
     (``1e400``, integers of more than 4,300 digits) and nesting deeper than MAX_DEPTH."""
     try:
-        data = json.loads(raw, parse_float=_finite, parse_constant=_constant)
-    except RecursionError:
-        data = None  # deeper than Python's parser goes: the depth check below says so
-        deep = True
+        data = json.loads(raw, parse_constant=_constant)
+    except RecursionError:  # deeper than Python's parser goes
+        raise InvalidRequest(
+            f"invalid JSON in request body: nested deeper than {MAX_DEPTH} levels"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, too many digits
         raise InvalidRequest(f"invalid JSON in request body: {exc}") from None
-    else:
-        deep = _depth(data) > MAX_DEPTH
-    if deep:
-        raise InvalidRequest(f"invalid JSON in request body: nested deeper than {MAX_DEPTH} levels")
+    _check(data)
     return data
 
 
