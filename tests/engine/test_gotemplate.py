@@ -134,3 +134,11 @@ def test_create_refuses_a_template_over_budget(tmp_path: Path) -> None:
         Create(store, CreateSpec(model="loop", from_="smollm2:135m", template=NESTED_MESSAGES))
     with pytest.raises(InvalidRequest, match="range can't iterate"):
         Create(store, CreateSpec(model="loop", from_="smollm2:135m", template=NESTED_RANGES))
+
+
+@pytest.mark.parametrize("parameters", [{"top_k": "many"}, {"num_ctx": 2**70}, {"stop": 3}])
+def test_create_refuses_parameters_no_request_could_use(
+    tmp_path: Path, parameters: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidRequest, match="option"):
+        Create(ModelStore(tmp_path), CreateSpec(model="x", from_="y", parameters=parameters))
