@@ -64,6 +64,12 @@ class ServerSettings(Section):
     origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="extra allowed CORS origins (list, or comma-separated)"
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="extra host names accepted in the Host header (list, or comma-separated;"
+        " *.example.com wildcards; * turns the check off); local names and addresses are"
+        " always accepted",
+    )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     trusted_proxies: list[str] = Field(
         default_factory=list,
@@ -92,7 +98,7 @@ class ServerSettings(Section):
         default="0.00", description="balance GET /user/balance reports, as a string"
     )
 
-    @field_validator("origins", mode="before")
+    @field_validator("origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, v: Any) -> Any:
         if isinstance(v, str):

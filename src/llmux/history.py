@@ -42,6 +42,7 @@ class Turn:
     model: str
     chunks: AsyncIterator[ChatChunk] = field(init=False)
     message_id: int | None = None
+    store_error: str | None = None  # why the finished reply could not be stored
 
 
 class ChatHistory:
@@ -154,14 +155,28 @@ class ChatHistory:
                     await self._save(turn, partial)
 
     async def _save(self, turn: Turn, message: NewMessage) -> int | None:
+        """The stored message's id; on failure None, with ``turn.store_error`` saying why
+        (the final line carries it, so the client knows the reply was not kept)."""
         try:
             stored = await self.repo.append(turn.conversation_id, message)
-        except Exception:
+        except Exception as exc:
             log.exception("could not store the reply in conversation %s", turn.conversation_id)
+            turn.store_error = (
+                f"the reply was not stored ({type(exc).__name__}); the server log has "
+                "the details; send the message again to retry"
+            )
             return None
         return stored.id
 
 
 def reply_fields(turn: Turn) -> dict[str, Any]:
-    """What the final line of a reply adds to ``/api/chat``'s object."""
-    return {"conversation_id": turn.conversation_id, "message_id": turn.message_id}
+    """What the final line of a reply adds to ``/api/chat``'s object: the conversation,
+    the stored message's id, ``stored``, and ``store_error`` when it was not stored."""
+    fields: dict[str, Any] = {
+        "conversation_id": turn.conversation_id,
+        "message_id": turn.message_id,
+        "stored": turn.message_id is not None,
+    }
+    if turn.store_error is not None:
+        fields["store_error"] = turn.store_error
+    return fields

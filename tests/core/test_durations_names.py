@@ -73,3 +73,17 @@ def test_display_keeps_what_differs() -> None:
 def test_invalid_names(text: str) -> None:
     with pytest.raises(InvalidRequest):
         ModelName.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(1e12, math.inf), (10**400, math.inf), (9.3e9, math.inf), (-1e300, math.inf), (9e9, 9e9)],
+)
+def test_keep_alive_numbers_past_a_go_duration_mean_forever(value: object, seconds: float) -> None:
+    assert parse_keep_alive(value) == seconds
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "3000000h", "9" * 400 + "s"])
+def test_keep_alive_nan_infinite_and_overlong_strings_are_400(value: object) -> None:
+    with pytest.raises(InvalidRequest, match=r"keep_alive|duration"):
+        parse_keep_alive(value)

@@ -226,7 +226,52 @@ def test_generate_go_template_override(http: httpx.Client) -> None:
     assert bad.status_code == 400
 
 
+def test_generate_template_over_budget_is_400_and_the_server_stays_responsive(
+    http: httpx.Client,
+) -> None:
+    nested = "{{ range $.Prompt }}" * 5 + "x" + "{{ end }}" * 5
+    for template in (nested, "{{ range 100000000 }}x{{ end }}", "{{ range 5 }}x"):
+        r = http.post(
+            "/api/generate",
+            json={"model": MODEL, "prompt": "p" * 30, "template": template, "stream": False},
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["error"].startswith("template: ")
+    ok = http.post(
+        "/api/generate",
+        json={
+            "model": MODEL,
+            "prompt": "Hi",
+            "template": "{{ range 3 }}{{ $.Prompt }} {{ end }}",
+            "stream": False,
+            "options": {**SHORT, "num_predict": 1},
+        },
+    )
+    assert ok.status_code == 200 and ok.json()["prompt_eval_count"] > 3
+    started = time.monotonic()
+    assert http.get("/api/version").status_code == 200
+    assert time.monotonic() - started < 1
+
+
 # -- N8, N9: load, unload, keep_alive, /api/ps -----------------------------------------------
+def test_keep_alive_out_of_range_never_breaks_ps(http: httpx.Client) -> None:
+    for raw in ("NaN", "Infinity", '"3000000h"'):
+        r = http.post(
+            "/api/generate",
+            content=f'{{"model": "{MODEL}", "keep_alive": {raw}}}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+    loaded = http.post("/api/generate", json={"model": MODEL, "keep_alive": 1e12})
+    assert loaded.status_code == 200 and loaded.json()["done_reason"] == "load"
+    ps = http.get("/api/ps")
+    assert ps.status_code == 200, ps.text
+    entry = next(m for m in ps.json()["models"] if m["name"] == MODEL)
+    assert entry["expires_at"].startswith("2318-")  # forever, as Ollama shows it
+    http.post("/api/generate", json={"model": MODEL, "keep_alive": "30m"})
+    assert http.get("/api/ps").status_code == 200
+
+
 def test_load_unload_and_ps(http: httpx.Client) -> None:
     loaded = http.post("/api/generate", json={"model": MODEL, "keep_alive": "10m"}).json()
     assert loaded["done"] is True and loaded["done_reason"] == "load"

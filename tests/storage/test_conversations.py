@@ -151,3 +151,31 @@ def test_snippets_centre_on_the_first_match() -> None:
     cut = snippet(text, ["lighthouse"])
     assert cut.startswith("…") and cut.endswith("…") and "Lighthouse" in cut
     assert snippet("short text", ["zzz"]) == "short text"
+
+
+async def test_nul_and_lone_surrogates_are_stored_the_same_on_both(db: Database) -> None:
+    repo = SqlConversations(db)
+    conv = await repo.create(title="a\x00b", model="m\x00", system="s\ud800")
+    assert (conv.title, conv.model, conv.system) == ("a\ufffdb", "m\ufffd", "s\ufffd")
+    await repo.update(conv.id, title="t\x00")
+    await repo.append(
+        conv.id, NewMessage("assistant", "x\x00y \U0001f600", thinking="\x00", model="m")
+    )
+    got = await repo.get(conv.id)
+    (message,) = await repo.messages(conv.id)
+    assert (got.title, got.system) == ("t\ufffd", "s\ufffd")
+    assert (message.content, message.thinking) == ("x\ufffdy \U0001f600", "\ufffd")
+    assert [c.id for c in await repo.find(query="x\x00y")] == [conv.id]
+    for call in (repo.get, repo.messages, repo.delete):
+        with pytest.raises(NotFound):
+            await call(conv.id + "\x00")
+    with pytest.raises(NotFound):
+        await repo.append(conv.id + "\x00", NewMessage("user", "hi"))
+
+
+async def test_offsets_past_a_64_bit_integer_find_nothing(db: Database) -> None:
+    repo = SqlConversations(db)
+    await repo.create(title="one")
+    assert await repo.find(offset=2**63) == []
+    assert await repo.find(query="one", offset=2**63) == []
+    assert [c.title for c in await repo.find(limit=2**64)] == ["one"]

@@ -2,6 +2,11 @@
 
 Negative means "keep forever" (returned as ``math.inf``), ``0`` means "unload after
 the reply". A numeric *string* such as ``"3600"`` is invalid, as in Ollama.
+
+Out of range: a duration string longer than a Go ``time.Duration`` holds (2**63 - 1 ns,
+about 292 years) is invalid, as Go's ``time.ParseDuration`` says; a number of seconds
+that long (``1e12``) is clamped to "forever", as a negative one is; ``NaN`` and
+infinities are invalid (400). Every value returned is finite, ``0`` or ``math.inf``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ _UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
+MAX_SECONDS = (2**63 - 1) / 1e9  # the longest Go time.Duration
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 
 
@@ -48,6 +54,12 @@ def parse_go_duration(text: str) -> float:
         pos = m.end()
     if pos == 0:
         raise InvalidRequest(f'time: invalid duration "{text}"', param="keep_alive")
+    if not total <= MAX_SECONDS:
+        raise InvalidRequest(
+            f'time: invalid duration "{text}" (longer than 2562047h, about 292 years; '
+            'a negative duration such as "-1m" keeps the model loaded forever)',
+            param="keep_alive",
+        )
     return sign * total
 
 
@@ -67,10 +79,16 @@ def parse_keep_alive(value: object) -> float | None:
         return None
     if isinstance(value, bool):
         raise InvalidRequest("keep_alive must be a duration string or a number", param="keep_alive")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
+    if isinstance(value, int):
+        seconds = math.inf if value >= MAX_SECONDS else float(max(value, -1))  # no overflow
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRequest(
+                f"keep_alive must be a finite number of seconds, not {value}", param="keep_alive"
+            )
+        seconds = value
     elif isinstance(value, str):
         seconds = parse_go_duration(value)
     else:
         raise InvalidRequest("keep_alive must be a duration string or a number", param="keep_alive")
-    return math.inf if seconds < 0 else seconds
+    return math.inf if seconds < 0 or seconds >= MAX_SECONDS else seconds

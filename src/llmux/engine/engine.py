@@ -257,7 +257,7 @@ class LocalEngine:
     async def chat(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         record = self.record(request.model)
         self.check(record, request)
-        prompt = self.prompts.build(record, request)
+        prompt = await asyncio.to_thread(self.prompts.build, record, request)  # templates
         job = Job(
             prompt=prompt.text,
             sampling=resolve_sampling(request.sampling, record.params),

@@ -14,6 +14,14 @@ Supported:
 Not supported (rejected with a clear error rather than rendered wrongly): pipelines
 with ``|``, ``define``/``template``/``block``, method calls, and other functions
 (``json``, ``toJson``, ``currentDate``, ...).
+
+``range`` iterates lists, maps and (as in Go 1.22+) a non-negative integer ``n`` as
+``0 .. n-1``; anything else (a string, a boolean) is an error, as in Go.
+
+Rendering has a budget (:data:`MAX_STEPS` evaluated nodes, :data:`MAX_OUTPUT`
+characters, :data:`MAX_DEPTH` nested blocks or parentheses): a template that exceeds it
+is an :class:`~llmux.errors.InvalidRequest` (400), never a frozen worker. Rendering is
+plain CPU work; callers on the event loop run it in a thread.
 """
 
 from __future__ import annotations
@@ -26,45 +34,70 @@ from typing import Any
 
 from llmux.errors import InvalidRequest
 
-_ACTION = re.compile(r"{{(-?)\s*(.*?)\s*(-?)}}", re.S)
 _ATOM = re.compile(r'\s*(?:("(?:[^"\\]|\\.)*")|(`[^`]*`)|(\()|(\))|(:=)|(,)|([^\s(),]+))', re.S)
+
+
+MAX_STEPS = 250_000  # nodes evaluated (text, actions, blocks, range iterations)
+MAX_OUTPUT = 8 * 1024 * 1024  # characters rendered
+MAX_DEPTH = 100  # nested blocks and parentheses
 
 
 def _fail(message: str) -> InvalidRequest:
     return InvalidRequest(f"template: {message}", param="template")
 
 
+def _over_budget(what: str) -> InvalidRequest:
+    return _fail(
+        f"rendering exceeds its budget ({what}); a template must not loop over the "
+        "prompt or nest ranges over the messages; see docs/models.md"
+    )
+
+
 # -- lexing ---------------------------------------------------------------------------
 
 
 def _tokens(src: str) -> list[tuple[str, str]]:
+    """Text and action bodies, in order, in time linear in the length of ``src``. An
+    action ends at the first ``}}`` (even one inside a quoted string, unlike Go)."""
     out: list[tuple[str, str]] = []
     pos = 0
     trim_next = False
-    for m in _ACTION.finditer(src):
-        text = src[pos : m.start()]
+    while (start := src.find("{{", pos)) >= 0:
+        end = src.find("}}", start + 2)
+        if end < 0:
+            raise _fail("unclosed action: {{ without }}")
+        inner = src[start + 2 : end]
+        trim_left = inner.startswith("-")
+        inner = inner[1:] if trim_left else inner
+        trim_right = inner.endswith("-")
+        body = (inner[:-1] if trim_right else inner).strip()
+        text = src[pos:start]
         if trim_next:
             text = text.lstrip()
-        if m.group(1):
+        if trim_left:
             text = text.rstrip()
         out.append(("text", text))
-        body = m.group(2)
         if not (body.startswith("/*") and body.endswith("*/")):
             out.append(("action", body))
-        trim_next = bool(m.group(3))
-        pos = m.end()
+        trim_next = trim_right
+        pos = end + 2
     text = src[pos:]
     out.append(("text", text.lstrip() if trim_next else text))
     return out
 
 
 def _atoms(expr: str) -> list[str]:
-    atoms, pos = [], 0
-    while pos < len(expr.rstrip()):
+    atoms: list[str] = []
+    pos = depth = 0
+    expr = expr.rstrip()
+    while pos < len(expr):
         m = _ATOM.match(expr, pos)
         if not m:
             raise _fail(f"cannot read {{{{ {expr} }}}}")
         atoms.append(next(g for g in m.groups() if g is not None))
+        depth += {"(": 1, ")": -1}.get(atoms[-1], 0)
+        if depth > MAX_DEPTH:
+            raise _fail(f"nested more than {MAX_DEPTH} levels deep")
         pos = m.end()
     return atoms
 
@@ -101,6 +134,8 @@ def _parse(tokens: list[tuple[str, str]]) -> _Block:
                 block.head = block.head[split + 1 :]
             current.append(block)
             stack.append(block)
+            if len(stack) > MAX_DEPTH:
+                raise _fail(f"nested more than {MAX_DEPTH} levels deep")
             current = block.body
         elif word == "else":
             if top.kind == "root" or top.other is not None:
@@ -170,9 +205,28 @@ FUNCS: dict[str, Callable[..., Any]] = {
 
 
 class _Scope:
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, max_steps: int, max_output: int) -> None:
         self.root = root
         self.vars: list[dict[str, Any]] = [{"$": root}]
+        self.max_steps, self.max_output = max_steps, max_output
+        self.steps_left, self.output_left = max_steps, max_output
+        self.depth = 0
+
+    def step(self) -> None:
+        self.steps_left -= 1
+        if self.steps_left < 0:
+            raise _over_budget(f"more than {self.max_steps:,} steps")
+
+    def emit(self, out: list[str], text: str) -> None:
+        self.output_left -= len(text)
+        if self.output_left < 0:
+            raise _over_budget(f"more than {self.max_output:,} characters of output")
+        out.append(text)
+
+    def enter(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _fail(f"nested more than {MAX_DEPTH} levels deep")
 
     def lookup(self, name: str) -> Any:
         for frame in reversed(self.vars):
@@ -184,13 +238,17 @@ class _Scope:
 def _operand(atoms: list[str], pos: int, dot: Any, scope: _Scope) -> tuple[Any, int]:
     atom = atoms[pos]
     if atom == "(":
+        scope.enter()
         depth, end = 1, pos + 1
         while end < len(atoms) and depth:
             depth += {"(": 1, ")": -1}.get(atoms[end], 0)
             end += 1
         if depth:
             raise _fail("unbalanced parentheses")
-        return _command(atoms[pos + 1 : end - 1], dot, scope), end
+        try:
+            return _command(atoms[pos + 1 : end - 1], dot, scope), end
+        finally:
+            scope.depth -= 1
     if atom.startswith('"'):
         try:
             return json.loads(atom), pos + 1
@@ -237,7 +295,7 @@ def _command(atoms: list[str], dot: Any, scope: _Scope) -> Any:
             return FUNCS[name](*args)
         except (TypeError, IndexError, KeyError, ValueError) as exc:
             raise _fail(f"{name}: {exc}") from None
-    if name[0].isalpha():
+    if name[0].isalpha() and name not in ("true", "false", "nil"):
         raise _fail(f"function {name!r} is not supported; see docs/models.md")
     value, pos = _operand(atoms, 0, dot, scope)
     if pos != len(atoms):
@@ -255,15 +313,20 @@ def _text(value: Any) -> str:
 
 def _run(nodes: list[Any], dot: Any, scope: _Scope, out: list[str]) -> None:
     for node in nodes:
+        scope.step()
         if isinstance(node, str):
-            out.append(node)
+            scope.emit(out, node)
         elif isinstance(node, list):
             if len(node) > 2 and node[0].startswith("$") and node[1] == ":=":
                 scope.vars[-1][node[0]] = _command(node[2:], dot, scope)
             else:
-                out.append(_text(_command(node, dot, scope)))
+                scope.emit(out, _text(_command(node, dot, scope)))
         else:
-            _block(node, dot, scope, out)
+            scope.enter()
+            try:
+                _block(node, dot, scope, out)
+            finally:
+                scope.depth -= 1
 
 
 def _block(block: _Block, dot: Any, scope: _Scope, out: list[str]) -> None:
@@ -271,8 +334,9 @@ def _block(block: _Block, dot: Any, scope: _Scope, out: list[str]) -> None:
     scope.vars.append({})
     try:
         if block.kind == "range":
-            items = list(value.items()) if isinstance(value, dict) else list(enumerate(value or []))
+            items = _range_items(value, scope)
             for key, item in items:
+                scope.step()
                 if block.names:
                     scope.vars[-1][block.names[-1]] = item
                 if len(block.names) > 1:
@@ -294,8 +358,50 @@ def _block(block: _Block, dot: Any, scope: _Scope, out: list[str]) -> None:
         scope.vars.pop()
 
 
-def render_go_template(src: str, values: dict[str, Any]) -> str:
+def _range_items(value: Any, scope: _Scope) -> list[tuple[Any, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return list(value.items())
+    if isinstance(value, (list, tuple)):
+        return list(enumerate(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value > scope.steps_left:
+            raise _over_budget(f"more than {scope.max_steps:,} steps")
+        return [(i, i) for i in range(max(value, 0))]
+    kind = "string" if isinstance(value, str) else type(value).__name__
+    raise _fail(f"range can't iterate over a {kind}")
+
+
+def check_go_template(src: str) -> None:
+    """The ``/api/create`` check: ``src`` parses and renders a sample conversation (a
+    system prompt and 32 messages of 200 characters) within the budget."""
+    messages = [{"Role": "system", "Content": "s" * 200}] + [
+        {"Role": ("user", "assistant")[i % 2], "Content": "m" * 200} for i in range(31)
+    ]
+    sample = {
+        "System": "s" * 200,
+        "Prompt": "m" * 200,
+        "Response": "",
+        "Messages": messages,
+        "Tools": [],
+    }
+    render_go_template(src, sample)
+
+
+def render_go_template(
+    src: str,
+    values: dict[str, Any],
+    *,
+    max_steps: int = MAX_STEPS,
+    max_output: int = MAX_OUTPUT,
+) -> str:
+    """Render ``src`` with ``values``; an InvalidRequest (400) if it does not parse,
+    uses what the subset lacks, or exceeds the budget."""
     tree = _parse(_tokens(src))
     out: list[str] = []
-    _run(tree.body, values, _Scope(values), out)
+    try:
+        _run(tree.body, values, _Scope(values, max_steps, max_output), out)
+    except RecursionError:
+        raise _fail(f"nested more than {MAX_DEPTH} levels deep") from None
     return "".join(out)

@@ -24,10 +24,12 @@ from typing import Any
 import anyio
 
 from llmux.core.names import ModelName
+from llmux.engine.gotemplate import check_go_template
 from llmux.errors import BackendError, InvalidRequest, ModelNotFound
 from llmux.models.gguf import GGUFInfo, read_gguf
 from llmux.models.progress import Progress, Report
 from llmux.models.store import LAYER_PREFIX, MODEL_MEDIA, ModelStore, gguf_config
+from llmux.protocols.ollama.convert import parse_options
 
 PROJECTOR_MEDIA = LAYER_PREFIX + "projector"
 ADAPTER_MEDIA = LAYER_PREFIX + "adapter"
@@ -73,6 +75,9 @@ class Create:
         self.store = store
         self.spec = spec
         self.name = ModelName.parse(spec.model)
+        if spec.template:
+            check_go_template(spec.template)  # 400 for a template that cannot render
+        parse_options(spec.parameters)  # 400 for a parameter no request could use
         if not spec.files and not spec.from_:
             raise InvalidRequest(
                 "neither 'from' nor 'files' was given: name a model to build on, or upload "

@@ -24,7 +24,7 @@ from llmux.config import Settings
 from llmux.observability import logs
 from llmux.server.disconnect import DisconnectWatch
 from llmux.server.errors import ErrorBoundary, install_error_handlers
-from llmux.server.guard import DEFAULT_ORIGINS, Guard, is_loopback, origin_regex
+from llmux.server.guard import DEFAULT_ORIGINS, Guard, HostCheck, origin_regex
 from llmux.server.identity import Identity
 from llmux.server.relay import Relay
 from llmux.server.routes import admin, conversations, deepseek, models, ollama, openai, ui
@@ -70,10 +70,18 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     server = settings.server
     app.add_middleware(DisconnectWatch)
     app.add_middleware(Relay, keepalive_s=settings.gateway.keepalive_s)
-    host, _ = settings.bind
-    app.add_middleware(
-        Guard, origins=server.origins, check_host=is_loopback(host), max_body=server.max_body_bytes
-    )
+    host, port = settings.bind
+    hosts = HostCheck(server.allowed_hosts, bind_host=host)
+    if hosts.public:
+        log.warning(
+            "bound to %s:%s, so llmux is reachable from the network; the Host check stays "
+            "on: it accepts IP addresses, local names and [server] allowed_hosts (%s); set "
+            "allowed_hosts to the names clients use (LLMUX_SERVER__ALLOWED_HOSTS)",
+            host,
+            port,
+            ", ".join(server.allowed_hosts) or "none set",
+        )
+    app.add_middleware(Guard, origins=server.origins, hosts=hosts, max_body=server.max_body_bytes)
     app.add_middleware(ErrorBoundary)
     app.add_middleware(Identity, trusted_proxies=server.trusted_proxies)
     app.add_middleware(

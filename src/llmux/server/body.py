@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TypeVar
+import math
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -23,14 +24,52 @@ def describe(exc: ValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+MAX_DEPTH = 100  # nested arrays and objects in a body (JSON schemas nest a few dozen)
+
+
+def _constant(text: str) -> Any:
+    raise InvalidRequest(f"invalid JSON in request body: {text} is not a JSON value")
+
+
+def _check(data: Any) -> None:
+    """Nesting at most MAX_DEPTH deep and every number finite (``1e400`` parses as an
+    infinity); iteratively, so no recursion limit applies."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidRequest("invalid JSON in request body: a number is out of range")
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise InvalidRequest(
+                    f"invalid JSON in request body: nested deeper than {MAX_DEPTH} levels"
+                )
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, float)))
+
+
+def loads(raw: bytes | str) -> Any:
+    """Strict JSON for request bodies; every way it can be wrong is an InvalidRequest (400):
+    bad syntax or encoding, ``NaN``/``Infinity`` (not JSON), numbers out of range
+    (``1e400``, integers of more than 4,300 digits) and nesting deeper than MAX_DEPTH."""
+    try:
+        data = json.loads(raw, parse_constant=_constant)
+    except RecursionError:  # deeper than Python's parser goes
+        raise InvalidRequest(
+            f"invalid JSON in request body: nested deeper than {MAX_DEPTH} levels"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, too many digits
+        raise InvalidRequest(f"invalid JSON in request body: {exc}") from None
+    _check(data)
+    return data
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
     raw = await request.body()
     if not raw.strip():
         raise InvalidRequest("missing request body")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"invalid JSON in request body: {exc}") from None
+    data = loads(raw)
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
     try:

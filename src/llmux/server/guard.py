@@ -1,7 +1,12 @@
 """Request guard (pure ASGI): Host check, Origin check, body size limit.
 
-* Host: while bound to a loopback address, only local host names are accepted, so
-  a web page cannot reach the server through DNS rebinding (403, empty body, as Ollama).
+* Host: only local host names, IP addresses and the names in ``[server] allowed_hosts``
+  are accepted, so a web page cannot reach the server through DNS rebinding (a rebinding
+  page's requests carry its own domain name as Host); 403, empty body, as Ollama. While
+  bound to a loopback address the IP addresses must be loopback, private or unspecified;
+  bound to ``0.0.0.0`` or a public address any IP address is accepted (clients reach the
+  server by its address), and the bound name itself. ``allowed_hosts = ["*"]`` turns the
+  check off.
 
 Refusals other than the Host check are raised; the error boundary answers them.
 * Origin: browsers' requests from origins outside the allow-list (Ollama's defaults
@@ -34,7 +39,16 @@ STREAMED_PATHS = ("/api/blobs/",)
 
 
 def origin_regex(patterns: Iterable[str]) -> str:
-    parts = [re.escape(p.rstrip("/")).replace(r"\*", ".*") for p in patterns]
+    """One regex for the allowed origins. ``*`` matches anything, except as the port
+    (``http://localhost:*``), where it matches digits only: ``http://localhost:3000.evil.com``
+    is another host, not a port of localhost."""
+    parts = []
+    for pattern in patterns:
+        escaped = re.escape(pattern.rstrip("/"))
+        port = escaped.endswith(r":\*")
+        if port:
+            escaped = escaped[: -len(r":\*")]
+        parts.append(escaped.replace(r"\*", ".*") + (r"(:[0-9]+)?" if port else ""))
     return "^(" + "|".join(parts) + ")$"
 
 
@@ -47,12 +61,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def local_host_allowed(host: str) -> bool:
-    name = host.lower()
+def host_name(host: str) -> str:
+    """The name in a Host header, lower-case, without its port or IPv6 brackets."""
+    name = host.lower().strip()
     if name.startswith("["):
-        name = name[1 : name.find("]")] if "]" in name else name
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
+        return name[1 : name.find("]")] if "]" in name else name
+    if name.count(":") == 1:
+        return name.split(":", 1)[0]
+    return name
+
+
+def local_host_allowed(host: str, *, any_ip: bool = False) -> bool:
+    name = host_name(host)
     if name in ("localhost", socket.gethostname().lower()) or name.endswith(
         (".localhost", ".local", ".internal")
     ):
@@ -61,16 +81,36 @@ def local_host_allowed(host: str) -> bool:
         ip = ipaddress.ip_address(name)
     except ValueError:
         return False
-    return ip.is_loopback or ip.is_private or ip.is_unspecified
+    return any_ip or ip.is_loopback or ip.is_private or ip.is_unspecified
+
+
+class HostCheck:
+    """Which ``Host`` headers are accepted: local names and addresses, ``allowed``
+    (names, ``*`` wildcards, e.g. ``*.example.com``; ``*`` alone accepts every host),
+    and on a non-loopback bind any IP address and the bound name."""
+
+    def __init__(self, allowed: Iterable[str] = (), *, bind_host: str = "127.0.0.1") -> None:
+        names = [host_name(a) for a in allowed if a.strip()]
+        self.off = "*" in names
+        self.public = not is_loopback(bind_host)
+        if self.public and bind_host.strip("[]") not in ("0.0.0.0", "::"):
+            names.append(host_name(bind_host))
+        parts = [re.escape(n).replace(r"\*", "[^:/]*") for n in names]
+        self.names = re.compile("^(" + "|".join(parts) + ")$") if parts else None
+
+    def __call__(self, host: str) -> bool:
+        if self.off or local_host_allowed(host, any_ip=self.public):
+            return True
+        return bool(self.names and self.names.match(host_name(host)))
 
 
 class Guard:
     def __init__(
-        self, app: ASGIApp, *, origins: list[str], check_host: bool, max_body: int
+        self, app: ASGIApp, *, origins: list[str], hosts: HostCheck, max_body: int
     ) -> None:
         self.app = app
         self.origin_re = re.compile(origin_regex([*DEFAULT_ORIGINS, *origins]))
-        self.check_host = check_host
+        self.hosts = hosts
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,7 +119,7 @@ class Guard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
-        if self.check_host and not local_host_allowed(host):
+        if not self.hosts(host):
             await _send(send, 403, b"")
             return
         origin = headers.get("origin")

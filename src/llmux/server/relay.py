@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmux.core.context import RequestContext
 from llmux.errors import InvalidRequest, LlmuxError, UpstreamError
 from llmux.gateway import Gateway
+from llmux.server.body import loads
 from llmux.server.disconnect import read_body, until_disconnect
 from llmux.server.errors import stream_error
 from llmux.upstream.pool import Member, Pool, Target
@@ -92,7 +93,7 @@ class StartedError(Exception):
 
 def plan(gw: Gateway, path: str, body: bytes) -> Plan | None:
     try:
-        obj = json.loads(body)
+        obj = loads(body)  # the body parser's rules: what it refuses, the route answers
         model = obj.get("model") if isinstance(obj, dict) else None
         if not isinstance(model, str) or not model.strip():
             return None

@@ -4,6 +4,12 @@ One row per message, so appending a turn is one INSERT and one UPDATE, never a r
 of the conversation. Search uses the dialect's full-text index (see ``migrations``):
 every word of the query must occur, as a word or a word prefix, in the title or in one
 message.
+
+Text is stored the same on both databases: PostgreSQL's ``text`` cannot hold U+0000 and
+neither database takes a lone UTF-16 surrogate, so both become U+FFFD (the replacement
+character) on the way in (:func:`storable`). An id that no row can have (one with such
+characters) is simply not found. ``limit`` and ``offset`` beyond a 64-bit integer are the
+caller's to refuse (the route bounds them); here they are clamped.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import (
@@ -74,6 +80,28 @@ messages = Table(
 _CONVERSATION_COLUMNS = [c for c in conversations.c]
 
 
+MAX_ROWS = 2**62  # limit/offset past a signed 64-bit integer overflow both drivers
+
+
+def storable(value: str) -> str:
+    """``value`` as both databases store it: U+0000 and lone surrogates become U+FFFD."""
+    if value.isascii():
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value.replace("\x00", "\ufffd")
+
+
+def _known_id(conversation_id: str) -> str:
+    """``conversation_id`` if a row could have it; else ConversationNotFound (a NUL would
+    be a database error on PostgreSQL)."""
+    if storable(conversation_id) != conversation_id:
+        raise ConversationNotFound(conversation_id.encode("unicode_escape").decode())
+    return conversation_id
+
+
 def search_terms(query: str) -> list[str]:
     """The words of a search box query; punctuation and FTS operators are dropped, so
     any text is safe to search for."""
@@ -88,6 +116,7 @@ class SqlConversations:
 
     async def create(self, *, title: str = "", model: str = "", system: str = "") -> Conversation:
         now = time.time()
+        title, model, system = storable(title), storable(model), storable(system)
         row = Conversation(uuid.uuid4().hex, title, model, system, now, now, 0)
         async with self.db.engine.begin() as conn:
             await conn.execute(
@@ -108,6 +137,7 @@ class SqlConversations:
             return await self._get(conn, conversation_id)
 
     async def _get(self, conn: AsyncConnection, conversation_id: str) -> Conversation:
+        _known_id(conversation_id)
         found = (
             await conn.execute(
                 select(*_CONVERSATION_COLUMNS).where(conversations.c.id == conversation_id)
@@ -121,6 +151,7 @@ class SqlConversations:
         self, *, query: str = "", limit: int = 50, offset: int = 0
     ) -> list[Conversation]:
         terms = search_terms(query)
+        limit, offset = min(max(limit, 0), MAX_ROWS), min(max(offset, 0), MAX_ROWS)
         async with self.db.engine.connect() as conn:
             if not terms:
                 rows = await conn.execute(
@@ -182,7 +213,8 @@ class SqlConversations:
         ]
 
     async def update(self, conversation_id: str, **fields: str) -> Conversation:
-        values = {k: v for k, v in fields.items() if k in ("title", "model", "system")}
+        values = {k: storable(v) for k, v in fields.items() if k in ("title", "model", "system")}
+        _known_id(conversation_id)
         async with self.db.engine.begin() as conn:
             if values:
                 await conn.execute(
@@ -193,6 +225,7 @@ class SqlConversations:
             return await self._get(conn, conversation_id)
 
     async def delete(self, conversation_id: str) -> None:
+        _known_id(conversation_id)
         async with self.db.engine.begin() as conn:
             # messages go first so SQLite's FTS triggers see them (no reliance on cascades)
             await conn.execute(
@@ -205,6 +238,7 @@ class SqlConversations:
                 raise ConversationNotFound(conversation_id)
 
     async def messages(self, conversation_id: str) -> list[StoredMessage]:
+        _known_id(conversation_id)
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(
                 select(*messages.c)
@@ -220,6 +254,15 @@ class SqlConversations:
         self, conversation_id: str, message: NewMessage, *, title_if_empty: str = ""
     ) -> StoredMessage:
         now = time.time()
+        _known_id(conversation_id)
+        message = replace(
+            message,
+            role=storable(message.role),
+            content=storable(message.content),
+            thinking=storable(message.thinking),
+            model=storable(message.model),
+        )
+        title_if_empty = storable(title_if_empty)
         async with self.db.engine.begin() as conn:
             bumped = await conn.execute(
                 update(conversations)
@@ -267,6 +310,7 @@ class SqlConversations:
         )
 
     async def delete_message(self, conversation_id: str, message_id: int) -> None:
+        _known_id(conversation_id)
         async with self.db.engine.begin() as conn:
             gone = await conn.execute(
                 delete(messages).where(

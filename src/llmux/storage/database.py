@@ -25,11 +25,16 @@ def database_url(url: str | None, home: Path) -> URL:
         return make_url(f"sqlite+aiosqlite:///{home / 'llmux.db'}")
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise LlmuxError(
-            f"database_url {url!r} is not a database URL; use sqlite:///PATH or "
-            "postgresql://USER@HOST:PORT/DB"
+            f"database_url {without_password(url)!r} is not a database URL; use "
+            "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB"
         ) from None
+    if "@" in (parsed.host or ""):
+        raise LlmuxError(
+            f"database_url {without_password(url)!r} has more than one '@': "
+            "percent-encode an '@' in the user name or password as %40"
+        )
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return parsed.set(drivername="sqlite+aiosqlite")
@@ -40,6 +45,17 @@ def database_url(url: str | None, home: Path) -> URL:
 
 def redacted(url: URL) -> str:
     return url.render_as_string(hide_password=True)
+
+
+def without_password(url: str) -> str:
+    """A URL string that may not parse, for messages: what follows ``user:`` up to the
+    last ``@`` (the password, whatever it holds) is hidden."""
+    if "@" not in url:
+        return url
+    head, at, tail = url.rpartition("@")
+    scheme, sep, userinfo = head.rpartition("://") if "://" in head else ("", "", head)
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}{colon and ':***'}{at}{tail}"
 
 
 class Database:

@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 from typing import Any
 
@@ -47,15 +48,31 @@ ROLES: set[str] = {"system", "user", "assistant", "tool"}
 _DATA_URI = re.compile(r"^data:[\w/+.-]+;base64,", re.I)
 
 
+INT64 = 2**63  # Ollama's options are Go ints: a number outside int64 does not unmarshal
+INT32 = 2**31  # the engine's integer parameters are C ints; the seed is taken modulo 2**32
+
+
 def _typed(key: str, value: Any) -> Any:
     if key in INT_OPTIONS or key in INT_ALSO:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (isinstance(value, int) or (math.isfinite(value) and value == int(value)))
+        ):
             raise InvalidRequest(f'option "{key}" must be of type integer', param=f"options.{key}")
-        return int(value)
+        number = int(value)
+        if not -INT64 <= number < INT64:
+            raise InvalidRequest(
+                f'option "{key}" is out of range for a 64-bit integer', param=f"options.{key}"
+            )
+        return number if key == "seed" else max(-INT32, min(INT32 - 1, number))
     if key in FLOAT_OPTIONS:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidRequest(f'option "{key}" must be of type number', param=f"options.{key}")
-        return float(value)
+        real = float(value) if -1e308 < value < 1e308 else math.nan  # huge ints, inf
+        if not math.isfinite(real):
+            raise InvalidRequest(f'option "{key}" must be a finite number', param=f"options.{key}")
+        return real
     if key in BOOL_OPTIONS:
         if not isinstance(value, bool):
             raise InvalidRequest(f'option "{key}" must be of type boolean', param=f"options.{key}")

@@ -60,11 +60,13 @@ def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
     out = []
     for key, value in (bias or {}).items():
         try:
-            token = int(key)
+            token = int(key) if len(key) < 12 else -1  # no token id has 12 digits
         except ValueError:
+            token = -1
+        if not 0 <= token < 2**31:
             raise InvalidRequest(
-                f"logit_bias keys must be token ids, got {key!r}", param="logit_bias"
-            ) from None
+                f"logit_bias keys must be token ids, got {key[:20]!r}", param="logit_bias"
+            )
         out.append((token, max(-100.0, min(100.0, float(value)))))
     return tuple(out)
 

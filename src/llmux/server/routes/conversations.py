@@ -17,6 +17,7 @@ from llmux.server.deps import context, history
 from llmux.server.streaming import respond
 from llmux.serving.reply import Reply, ndjson_reply
 
+MAX_OFFSET = 1_000_000_000  # far past any real list; bigger values would overflow SQL
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 
 
@@ -36,7 +37,7 @@ async def find(
     request: Request,
     q: str = "",
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> dict[str, Any]:
     found = await history(request).repo.find(query=q, limit=limit, offset=offset)
     return {"conversations": [wire.conversation_object(c) for c in found]}
