@@ -27,7 +27,16 @@ from llmux.server.errors import ErrorBoundary, install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, HostCheck, origin_regex
 from llmux.server.identity import Identity
 from llmux.server.relay import Relay
-from llmux.server.routes import admin, conversations, deepseek, models, ollama, openai, ui
+from llmux.server.routes import (
+    admin,
+    conversations,
+    deepseek,
+    models,
+    ollama,
+    openai,
+    ui,
+    websocket,
+)
 from llmux.services import Services, build_services
 
 log = logging.getLogger(__name__)
@@ -65,7 +74,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for router in (ollama, models, openai, deepseek, conversations, ui, admin):
+    for router in (ollama, models, openai, deepseek, conversations, ui, admin, websocket):
         app.include_router(router.router)
     server = settings.server
     app.add_middleware(DisconnectWatch)

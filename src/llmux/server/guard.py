@@ -114,6 +114,9 @@ class Guard:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -138,6 +141,20 @@ class Guard:
                 f"request body of {length} bytes exceeds the limit of {self.max_body} bytes"
             )
         await self.app(scope, self._limited(receive), send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The same Host and Origin rules for WebSocket handshakes (a page on another
+        origin must not open one); a refused handshake is closed before it is accepted,
+        which the server answers with 403."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        origin = headers.get("origin")
+        if self.hosts(host) and (not origin or self._origin_ok(origin, host, scope)):
+            await self.app(scope, receive, send)
+            return
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.close", "code": 1008})
 
     def _origin_ok(self, origin: str, host: str, scope: Scope) -> bool:
         if origin.rstrip("/") in (f"http://{host}", f"https://{host}"):
