@@ -179,3 +179,23 @@ def test_the_interactive_docs_are_off_unless_enabled(tmp_path: Path, app: App) -
     assert app.client.get("/openapi.json").json()["info"]["title"] == "llmux"
     with in_process(tmp_path / "docs", server={"api_docs": True}) as on:
         assert "swagger" in on.client.get("/docs").text.lower()
+
+
+def test_a_405_lists_every_method_of_the_path(app: App) -> None:
+    r = app.client.request("PUT", "/api/conversations")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    r = app.client.get("/api/chat")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json() == {"error": "method GET not allowed for /api/chat; use POST"}
+
+
+def test_the_openapi_document_describes_bodies_and_400s(app: App) -> None:
+    doc = app.client.get("/openapi.json").json()
+    chat = doc["paths"]["/v1/chat/completions"]["post"]
+    ref = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref.rsplit("/", 1)[-1] in doc["components"]["schemas"]
+    ids = [op["operationId"] for path in doc["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)), "one operation id per method and path"
+    for path in doc["paths"].values():
+        for op in path.values():
+            assert "422" not in op["responses"] and "400" in op["responses"]

@@ -17,15 +17,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from starlette.middleware.cors import CORSMiddleware
 
 from llmux import __version__
 from llmux.config import Settings
 from llmux.observability import logs
+from llmux.protocols import conversations as cw
+from llmux.protocols.ollama import wire as ow
+from llmux.protocols.openai import wire as aw
 from llmux.server.disconnect import DisconnectWatch
 from llmux.server.errors import ErrorBoundary, install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, HostCheck, origin_regex
 from llmux.server.identity import Identity
+from llmux.server.openapi import openapi
 from llmux.server.relay import Relay
 from llmux.server.routes import (
     admin,
@@ -40,6 +45,12 @@ from llmux.server.routes import (
 from llmux.services import Services, build_services
 
 log = logging.getLogger(__name__)
+WIRE_MODELS: list[type[BaseModel]] = [
+    ow.ChatBody, ow.GenerateBody, ow.EmbedBody, ow.EmbeddingsBody, ow.ModelBody, ow.CopyBody,
+    models.TransferBody, models.CreateBody,
+    aw.ChatCompletionBody, aw.CompletionBody, aw.EmbeddingBody,
+    cw.CreateBody, cw.PatchBody, cw.MessageBody, cw.ReplyBody,
+]  # fmt: skip
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
@@ -74,8 +85,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.state.routes = []  # every route, for a 405's Allow header
     for router in (ollama, models, openai, deepseek, conversations, ui, admin, websocket):
         app.include_router(router.router)
+        app.state.routes.extend(router.router.routes)
+    app.openapi = lambda: openapi(app, WIRE_MODELS)  # type: ignore[method-assign]
     server = settings.server
     app.add_middleware(DisconnectWatch)
     app.add_middleware(Relay, keepalive_s=settings.gateway.keepalive_s)

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmux.errors import InvalidRequest, LlmuxError, MethodNotAllowed, NotFound
@@ -129,10 +130,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         raise NotFound(f"{method} {path} not found; see docs/api.md for the routes")
     if exc.status_code == 405:
+        allowed = ", ".join(allowed_methods(request))
         raise MethodNotAllowed(
-            f"method {method} not allowed for {path}", headers=dict(exc.headers or {})
+            f"method {method} not allowed for {path}; use {allowed}", headers={"Allow": allowed}
         )
     raise LlmuxError(str(exc.detail), status=exc.status_code, headers=dict(exc.headers or {}))
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first
+    route that matched it). ``app.state.routes`` holds the app's routes."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "routes", ()):
+        match, _ = route.matches({**request.scope, "method": "OPTIONS"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

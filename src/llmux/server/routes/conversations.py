@@ -14,6 +14,7 @@ from llmux.protocols import conversations as wire
 from llmux.protocols.ollama import stream as render
 from llmux.server.body import parse_body
 from llmux.server.deps import context, history
+from llmux.server.openapi import request_body
 from llmux.server.streaming import respond
 from llmux.serving.reply import Reply, ndjson_reply
 
@@ -21,7 +22,7 @@ MAX_OFFSET = 1_000_000_000  # far past any real list; bigger values would overfl
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, openapi_extra=request_body(wire.CreateBody))
 async def create(request: Request) -> JSONResponse:
     body = await parse_body(request, wire.CreateBody)
     h = history(request)
@@ -50,7 +51,7 @@ async def get(request: Request, conversation_id: str) -> dict[str, Any]:
     return wire.conversation_object(conv, await repo.messages(conversation_id))
 
 
-@router.patch("/{conversation_id}")
+@router.patch("/{conversation_id}", openapi_extra=request_body(wire.PatchBody))
 async def patch(request: Request, conversation_id: str) -> dict[str, Any]:
     body = await parse_body(request, wire.PatchBody)
     h = history(request)
@@ -69,14 +70,16 @@ async def remove(request: Request, conversation_id: str) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{conversation_id}/messages")
+@router.post("/{conversation_id}/messages", openapi_extra=request_body(wire.MessageBody))
 async def send(request: Request, conversation_id: str) -> Response:
     body = await parse_body(request, wire.MessageBody)
     turn = await history(request).send(context(request), conversation_id, body)
     return respond(await reply(turn, body.stream), request.url.path)
 
 
-@router.post("/{conversation_id}/regenerate")
+@router.post(
+    "/{conversation_id}/regenerate", openapi_extra=request_body(wire.ReplyBody, required=False)
+)
 async def regenerate(request: Request, conversation_id: str) -> Response:
     raw = await request.body()
     body = await parse_body(request, wire.ReplyBody) if raw.strip() else wire.ReplyBody()

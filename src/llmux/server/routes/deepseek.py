@@ -13,9 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from llmux.protocols.openai.wire import CompletionBody
+from llmux.protocols.openai.wire import ChatCompletionBody, CompletionBody
 from llmux.server.body import parse_body
 from llmux.server.deps import context, gateway, settings
+from llmux.server.openapi import request_body
 from llmux.server.routes.openai import chat_completions
 from llmux.server.streaming import respond
 from llmux.serving import openai as serving
@@ -44,6 +45,16 @@ async def balance(request: Request) -> dict[str, Any]:
     }
 
 
-router.add_api_route("/beta/completions", fim_completions, methods=["POST"])
-router.add_api_route("/beta/chat/completions", chat_completions, methods=["POST"])
+router.add_api_route(
+    "/beta/completions",
+    fim_completions,
+    methods=["POST"],
+    openapi_extra=request_body(CompletionBody),
+)
+router.add_api_route(
+    "/beta/chat/completions",
+    chat_completions,
+    methods=["POST"],
+    openapi_extra=request_body(ChatCompletionBody),
+)
 router.add_api_route("/user/balance", balance, methods=["GET"])

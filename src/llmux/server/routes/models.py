@@ -20,6 +20,7 @@ from llmux.models.create import CreateSpec
 from llmux.protocols.ollama.wire import Wire
 from llmux.server import deps
 from llmux.server.body import parse_body
+from llmux.server.openapi import request_body
 from llmux.server.streaming import respond
 from llmux.serving import ollama as serving
 
@@ -74,7 +75,7 @@ class CreateBody(Wire):
         )
 
 
-@router.post("/api/pull")
+@router.post("/api/pull", openapi_extra=request_body(TransferBody))
 async def pull(request: Request) -> Response:
     body = await parse_body(request, TransferBody)
     gw, ctx = deps.gateway(request), deps.context(request)
@@ -82,7 +83,7 @@ async def pull(request: Request) -> Response:
     return respond(reply, request.url.path)
 
 
-@router.post("/api/push")
+@router.post("/api/push", openapi_extra=request_body(TransferBody))
 async def push(request: Request) -> Response:
     body = await parse_body(request, TransferBody)
     gw, ctx = deps.gateway(request), deps.context(request)
@@ -90,7 +91,7 @@ async def push(request: Request) -> Response:
     return respond(reply, request.url.path)
 
 
-@router.post("/api/create")
+@router.post("/api/create", openapi_extra=request_body(CreateBody))
 async def create(request: Request) -> Response:
     body = await parse_body(request, CreateBody)
     gw, ctx = deps.gateway(request), deps.context(request)

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from llmux.protocols.openai.wire import ChatCompletionBody, CompletionBody, EmbeddingBody
 from llmux.server.body import parse_body
 from llmux.server.deps import context, gateway, settings
+from llmux.server.openapi import request_body
 from llmux.server.streaming import respond
 from llmux.serving import openai as serving
 
@@ -44,10 +45,23 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
 
 
 for prefix in ("/v1", ""):
-    router.add_api_route(prefix + "/chat/completions", chat_completions, methods=["POST"])
-    router.add_api_route(prefix + "/completions", completions, methods=["POST"])
+    chat_body = request_body(ChatCompletionBody)
+    completion_body = request_body(CompletionBody)
+    router.add_api_route(
+        prefix + "/chat/completions", chat_completions, methods=["POST"], openapi_extra=chat_body
+    )
+    router.add_api_route(
+        prefix + "/completions", completions, methods=["POST"], openapi_extra=completion_body
+    )
     # the path tutorials for DeepSeek-style APIs use; the same as /completions
-    router.add_api_route(prefix + "/text/completion", completions, methods=["POST"])
-    router.add_api_route(prefix + "/embeddings", embeddings, methods=["POST"])
+    router.add_api_route(
+        prefix + "/text/completion", completions, methods=["POST"], openapi_extra=completion_body
+    )
+    router.add_api_route(
+        prefix + "/embeddings",
+        embeddings,
+        methods=["POST"],
+        openapi_extra=request_body(EmbeddingBody),
+    )
     router.add_api_route(prefix + "/models", list_models, methods=["GET"])
     router.add_api_route(prefix + "/models/{model_id:path}", get_model, methods=["GET"])
