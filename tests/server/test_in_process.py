@@ -254,3 +254,15 @@ def test_context_window_sets_num_ctx_and_text_completion_is_completions(app: App
         assert r.json()["choices"][0]["text"] == "Hello world"
         streamed = c.post(path, json={"model": "fake", "prompt": "Once", "stream": True}).text
         assert streamed.rstrip().endswith("data: [DONE]")
+
+
+def test_the_bundled_model_comes_back_offline_from_its_package(app: App) -> None:
+    manager = app.gateway.manager
+    assert manager is not None and not manager.installed("smollm2:135m")
+    r = app.client.post("/api/pull", json={"model": "smollm2:135m"})
+    lines = [json.loads(x) for x in r.text.splitlines()]
+    assert r.status_code == 200 and lines[0] == {"status": "pulling manifest"}
+    assert lines[1]["digest"].startswith("sha256:") and lines[1]["completed"] == lines[1]["total"]
+    assert lines[-1] == {"status": "success"} and manager.installed("smollm2:135m")
+    again = app.client.post("/api/pull", json={"model": "SmolLM2:135m", "stream": False})
+    assert again.json() == {"status": "success"}

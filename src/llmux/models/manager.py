@@ -18,17 +18,19 @@ import anyio
 from llmux.config import StoreSettings
 from llmux.core.names import ModelName
 from llmux.errors import InvalidRequest
+from llmux.models.bundled import bundled_gguf
 from llmux.models.create import Create, CreateSpec
-from llmux.models.progress import Progress
+from llmux.models.progress import Progress, Report
 from llmux.models.pull import Puller
 from llmux.models.push import Push
 from llmux.models.registry import registry_base
-from llmux.models.store import ModelStore
+from llmux.models.store import ModelStore, sha256_file
 
 
 class ModelManager:
     def __init__(self, store: ModelStore, settings: StoreSettings) -> None:
         self.store = store
+        self.settings = settings
         self.puller = Puller(store, settings)  # holds the running transfers
 
     def installed(self, name: str) -> bool:
@@ -38,7 +40,28 @@ class ModelManager:
             return False
 
     def pull(self, name: str, insecure: bool) -> AsyncGenerator[Progress, None]:
+        """From a registry; the bundled model's name comes back from the installed
+        package (no network), so a deleted default model can be restored offline."""
+        bundled = self.settings.bundled_model
+        if bundled and ModelName.parse(name) == ModelName.parse(bundled):
+            source = bundled_gguf()
+            if source is not None:
+                return self.puller.board.watch(
+                    "bundled " + bundled, lambda report: self._restore(bundled, source, report)
+                )
         return self.puller.pull(name, insecure)
+
+    async def _restore(self, name: str, source: Path, report: Report) -> None:
+        report(Progress("pulling manifest"))
+        size = source.stat().st_size
+        digest = await anyio.to_thread.run_sync(sha256_file, source)
+        report(Progress(f"pulling {digest[7:19]}", digest, size, size))
+        report(Progress("verifying sha256 digest"))
+        await anyio.to_thread.run_sync(
+            self.store.import_gguf, ModelName.parse(name), source, digest
+        )
+        report(Progress("writing manifest"))
+        report(Progress("success"))
 
     def push(self, name: str, insecure: bool) -> AsyncGenerator[Progress, None]:
         parsed = ModelName.parse(name)
