@@ -25,7 +25,16 @@ from llmux.core.names import ModelName
 from llmux.core.postprocess import shape
 from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions, Sampling
 from llmux.engine.batch import MAX_SLOTS
-from llmux.engine.jobs import ErrorEvent, Job, LoadParams, ResolvedSampling, TextEvent
+from llmux.engine.jobs import (
+    NEUTRAL,
+    OLLAMA_DEFAULTS,
+    PENALTIES,
+    ErrorEvent,
+    Job,
+    LoadParams,
+    ResolvedSampling,
+    TextEvent,
+)
 from llmux.engine.prompt import PromptBuilder
 from llmux.engine.runner import LoadedModel, default_threads
 from llmux.errors import CapabilityNotSupported, InvalidRequest, ServerBusy
@@ -260,7 +269,9 @@ class LocalEngine:
         prompt = self.prompts.build(record, request)
         job = Job(
             prompt=prompt.text,
-            sampling=resolve_sampling(request.sampling, record.params),
+            sampling=resolve_sampling(
+                request.sampling, record.params, constrained=prompt.format is not None
+            ),
             format=prompt.format,
             context=request.context,
             add_bos=prompt.add_bos,
@@ -365,8 +376,15 @@ class LocalEngine:
         )
 
 
-def resolve_sampling(request: Sampling, params: dict[str, Any]) -> ResolvedSampling:
-    """Request values win over the model's parameter layer, which wins over defaults."""
+def resolve_sampling(
+    request: Sampling, params: dict[str, Any], *, constrained: bool = False
+) -> ResolvedSampling:
+    """Request values win over the model's parameter layer, which wins over the API's
+    defaults (``request.defaults``). Under a grammar (``constrained``: a format or a
+    forced tool call) repetition penalties apply only when the request sets them: a
+    penalty on the tokens JSON repeats by nature (quotes, commas) can keep a string
+    from ever closing."""
+    base = NEUTRAL if request.defaults == "neutral" else OLLAMA_DEFAULTS
     values: dict[str, Any] = {}
     for f in fields(ResolvedSampling):
         requested = getattr(request, f.name)
@@ -375,8 +393,12 @@ def resolve_sampling(request: Sampling, params: dict[str, Any]) -> ResolvedSampl
             values["stop"] = tuple([stop] if isinstance(stop, str) else stop)
         elif requested is not None:
             values[f.name] = requested
+        elif constrained and f.name in PENALTIES:
+            values[f.name] = getattr(NEUTRAL, f.name)
         elif params.get(f.name) is not None:
             values[f.name] = params[f.name]
+        else:
+            values[f.name] = getattr(base, f.name)
     return ResolvedSampling(**values)
 
 
