@@ -62,7 +62,7 @@ def client(server: Server) -> Iterator[OpenAI]:
 
 def collect_stream(stream: Any) -> tuple[list[Any], str]:
     chunks = list(stream)
-    return chunks, "".join(c.choices[0].delta.content for c in chunks if c.choices)
+    return chunks, "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 # -- chat completions ---------------------------------------------------------------
@@ -100,9 +100,10 @@ def test_stream_shape(client: OpenAI) -> None:
     assert len({c.id for c in chunks}) == 1 and len({c.created for c in chunks}) == 1
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert all(isinstance(c.choices[0].delta.content, str) for c in chunks), (
-        "every chunk carries delta.content as a string, so `reply += delta.content` works"
+    assert all(isinstance(c.choices[0].delta.content, str) for c in chunks[:-1]), (
+        "text deltas carry content as a string"
     )
+    assert chunks[-1].choices[0].delta.model_dump(exclude_none=True) == {}, "closing delta {}"
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert [c.choices[0].finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
     assert all(c.usage is None for c in chunks), "no usage chunk without include_usage"
@@ -165,7 +166,7 @@ def test_multi_turn_program_with_reply_plus_equals_delta(client: OpenAI) -> None
             max_tokens=16,  # type: ignore[arg-type]
         ):
             if chunk.choices:
-                reply += chunk.choices[0].delta.content
+                reply += chunk.choices[0].delta.content or ""
         assert reply.strip()
         history.append({"role": "assistant", "content": reply})
     assert len(history) == 7
@@ -574,7 +575,9 @@ def test_async_client_concurrent_requests(server: Server) -> None:
                     max_tokens=8,
                     stream=True,
                 )
-                return "".join([ch.choices[0].delta.content async for ch in stream if ch.choices])
+                return "".join(
+                    [ch.choices[0].delta.content or "" async for ch in stream if ch.choices]
+                )
 
             whole = await c.chat.completions.create(model=MODEL, messages=USER, max_tokens=4)
             assert whole.choices[0].message.content
