@@ -39,7 +39,7 @@ from llmux.engine.prompt import PromptBuilder
 from llmux.engine.runner import LoadedModel, default_threads
 from llmux.errors import CapabilityNotSupported, InvalidRequest, ServerBusy
 from llmux.models.capabilities import capabilities
-from llmux.models.card import model_card, model_template
+from llmux.models.card import model_card
 from llmux.models.store import ModelRecord, ModelStore
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,12 @@ class LocalEngine:
 
     async def show(self, model: str, verbose: bool = False) -> ModelCard:
         record = self.record(model)
-        return await asyncio.to_thread(model_card, self.store, record, verbose)
+        rendered = await asyncio.to_thread(self.prompts.source, record)
+        return await asyncio.to_thread(model_card, self.store, record, verbose, rendered)
 
     def capabilities(self, record: ModelRecord) -> list[str]:
-        return capabilities(self.store.gguf(record), model_template(self.store, record))
+        """From the template prompts render from (see ``PromptBuilder.source``)."""
+        return capabilities(self.store.gguf(record), self.prompts.source(record))
 
     def check(self, record: ModelRecord, request: ChatRequest) -> None:
         """Refuse what the model can't do, before anything is loaded or streamed."""
