@@ -3,7 +3,8 @@
 Owns the loaded models: loads lazily on first use, keeps each for its ``keep_alive``
 (Ollama's semantics: a duration, negative = forever, 0 = unload after the reply),
 evicts the least recently used idle model past ``max_loaded_models``, and refuses
-work past ``max_queue`` with 503. Prompts are built here from the model's template,
+work past ``max_queue`` waiting for one model (per model: its slots plus its queue) with
+503. Prompts are built here from the model's template,
 system and parameter layers.
 """
 
@@ -60,7 +61,7 @@ class LocalEngine:
         self._loaded: dict[str, LoadedModel] = {}
         self._load_locks: dict[str, asyncio.Lock] = {}
         self.prompts = PromptBuilder(store)
-        self._pending = 0
+        self._pending: dict[str, int] = {}  # requests in flight per model, running or queued
         self._reaper: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -257,12 +258,25 @@ class LocalEngine:
         ]
 
     # -- admission -------------------------------------------------------------------
-    def _admit(self) -> None:
-        slots = sum(m.params.n_slots for m in self._loaded.values())
-        slots = slots or self.settings.num_parallel or AUTO_SLOTS  # before the first load
-        if self._pending >= self.settings.max_queue + slots:
+    def _admit(self, record: ModelRecord, load: LoadOptions) -> str:
+        """Count a request against its model: past the model's slots plus ``max_queue``
+        waiting, 503. Other models' slots and queues don't count. Returns the key to
+        hand back to :meth:`_leave`."""
+        name = record.name.display
+        loaded = self._loaded.get(name)
+        slots = loaded.params.n_slots if loaded else self._load_params(record, load).n_slots
+        pending = self._pending.get(name, 0)
+        if pending >= self.settings.max_queue + slots:
             raise ServerBusy("server busy, please try again. maximum pending requests exceeded")
-        self._pending += 1
+        self._pending[name] = pending + 1
+        return name
+
+    def _leave(self, name: str) -> None:
+        left = self._pending.get(name, 0) - 1
+        if left > 0:
+            self._pending[name] = left
+        else:
+            self._pending.pop(name, None)
 
     # -- generation --------------------------------------------------------------------
     async def chat(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[ChatChunk]:
@@ -298,8 +312,7 @@ class LocalEngine:
         self, record: ModelRecord, request: ChatRequest, job: Job
     ) -> AsyncIterator[ChatChunk]:
         """Raw text chunks for each of the ``n`` choices, one after another."""
-        name = record.name.display
-        self._admit()
+        name = self._admit(record, request.load)
         try:
             model, load_ns = await self.acquire(record, request.load)
             try:
@@ -333,7 +346,7 @@ class LocalEngine:
             finally:
                 self.release(model, request.keep_alive)
         finally:
-            self._pending -= 1
+            self._leave(name)
 
     def _deadline(self) -> float | None:
         timeout = self.settings.request_timeout
@@ -355,7 +368,7 @@ class LocalEngine:
     async def embed(self, ctx: RequestContext, request: EmbedRequest) -> EmbedResult:
         record = self.record(request.model)
         start = time.perf_counter_ns()
-        self._admit()
+        name = self._admit(record, request.load)
         try:
             model, load_ns = await self.acquire(record, request.load)
             try:
@@ -367,7 +380,7 @@ class LocalEngine:
             finally:
                 self.release(model, request.keep_alive)
         finally:
-            self._pending -= 1
+            self._leave(name)
         vectors = [shape_embedding(v, request.dimensions, request.normalize) for v in vectors]
         return EmbedResult(
             model=record.name.display,
