@@ -83,6 +83,7 @@ def loop() -> Iterator[BatchLoop]:
 
 
 @pytest.mark.model
+@pytest.mark.timeout(600)  # about a minute on a quiet machine; several on a busy one
 def test_200_seeded_schema_runs_parse_and_validate(loop: BatchLoop) -> None:
     model = loop.model
     controls = [
