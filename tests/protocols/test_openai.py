@@ -184,12 +184,44 @@ def test_renderer_streams_n_choices_and_usage() -> None:
         if o["choices"][0]["finish_reason"]
     ]
     assert finals == [(0, "stop"), (1, "length")]
-    assert all(isinstance(o["choices"][0]["delta"]["content"], str) for o in out)
+    texts = [o["choices"][0]["delta"] for o in out if not o["choices"][0]["finish_reason"]]
+    assert all(isinstance(d["content"], str) for d in texts)
+    assert all(o["choices"][0]["delta"] == {} for o in out if o["choices"][0]["finish_reason"]), (
+        "the closing delta is {} as in OpenAI and DeepSeek"
+    )
     usage = r.usage_chunk()
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 3
     assert usage["usage"]["prompt_tokens"] == 10, "prompt tokens count once, not per choice"
     whole = r.whole()
     assert [c["message"]["content"] for c in whole["choices"]] == ["ac", "b"]
+
+
+def test_reasoning_and_tool_call_deltas_carry_null_content() -> None:
+    """As DeepSeek: ``content is not None`` means the answer has started."""
+    r = ChatRenderer("m")
+    out = [
+        obj
+        for c in (
+            ChatChunk(thinking="let me see"),
+            ChatChunk(thinking=" more"),
+            ChatChunk(content="Hi"),
+            ChatChunk(tool_calls=(ToolCall(name="f", arguments={}, id="call_1"),)),
+            ChatChunk(done=True, done_reason="stop"),
+        )
+        for obj in r.chunk(c)
+    ]
+    deltas = [o["choices"][0]["delta"] for o in out]
+    assert deltas[0] == {"role": "assistant", "content": None}
+    assert [d["content"] for d in deltas[1:3]] == [None, None]
+    assert all(d["reasoning_content"] for d in deltas[1:3])
+    assert deltas[3] == {"content": "Hi"}
+    assert deltas[4]["content"] is None and deltas[4]["tool_calls"]
+    assert deltas[5] == {}
+
+
+def test_a_reply_that_opens_with_text_starts_with_empty_content() -> None:
+    out = ChatRenderer("m").chunk(ChatChunk(content="Hi"))
+    assert out[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
 
 
 def test_renderer_tool_calls_and_reasoning() -> None:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import MODEL, Server, running_server
+from tests.support.models import add_params
 
 pytestmark = pytest.mark.model
 
@@ -46,17 +47,15 @@ def busy_message(path: str, body: dict) -> str:  # type: ignore[type-arg]
     return str(body["error"]["message"])
 
 
-@pytest.mark.parametrize("path", list(SHORT))
-def test_full_queue_is_503_with_retry_after(small_queue: Server, path: str) -> None:
-    url = small_queue.url
-    httpx.post(url + "/api/generate", json={"model": MODEL}, timeout=60)  # load first
+def long_and_two_short(url: str, path: str, num_predict: int = 300) -> list[httpx.Response]:
+    """One long stream on MODEL, then two short requests for it while it runs."""
     running = threading.Event()
 
     def long_stream() -> None:
         body = {
             "model": MODEL,
             "prompt": "Tell a long story.",
-            "options": {"num_predict": 300, "temperature": 1},
+            "options": {"num_predict": num_predict, "temperature": 1},
         }
         with httpx.stream("POST", url + "/api/generate", json=body, timeout=120) as r:
             running.set()  # headers arrive with the first token: it is running
@@ -71,16 +70,37 @@ def test_full_queue_is_503_with_retry_after(small_queue: Server, path: str) -> N
     runner = threading.Thread(target=long_stream)
     runner.start()
     assert running.wait(timeout=60)
-    # capacity is num_parallel + max_queue = 2: one is running, so of two more requests
-    # one is queued and one is refused, whichever arrives first
     others = [threading.Thread(target=short) for _ in range(2)]
     for t in others:
         t.start()
     for t in [*others, runner]:
         t.join(timeout=120)
+    return replies
+
+
+@pytest.mark.parametrize("path", list(SHORT))
+def test_full_queue_is_503_with_retry_after(small_queue: Server, path: str) -> None:
+    url = small_queue.url
+    httpx.post(url + "/api/generate", json={"model": MODEL}, timeout=60)  # load first
+    # capacity is num_parallel + max_queue = 2: one is running, so of two more requests
+    # one is queued and one is refused, whichever arrives first
+    replies = long_and_two_short(url, path)
     assert sorted(r.status_code for r in replies) == [200, 503]
     busy = next(r for r in replies if r.status_code == 503)
     assert int(busy.headers["retry-after"]) >= 1
     assert "server busy" in busy_message(path, busy.json())
     after = httpx.post(url + path, json=SHORT[path], timeout=60)
     assert after.status_code == 200, "capacity is given back when requests finish"
+
+
+def test_other_loaded_models_slots_do_not_widen_one_models_queue(small_queue: Server) -> None:
+    url = small_queue.url
+    for name in ("idle-a:latest", "idle-b:latest"):
+        add_params(small_queue.home, name, MODEL, {"temperature": 0.5})
+    for name in (MODEL, "idle-a:latest", "idle-b:latest"):  # three loaded, two of them idle
+        r = httpx.post(url + "/api/generate", json={"model": name, "keep_alive": "10m"}, timeout=60)
+        assert r.status_code == 200
+    loaded = {m["name"] for m in httpx.get(url + "/api/ps", timeout=10).json()["models"]}
+    assert len(loaded) == 3, loaded
+    replies = long_and_two_short(url, "/api/generate", num_predict=60)
+    assert sorted(r.status_code for r in replies) == [200, 503], "more than max_queue waited"

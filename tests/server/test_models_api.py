@@ -200,10 +200,11 @@ def test_create_from_an_uploaded_gguf_with_every_layer(
         json={"model": "tutor", "messages": [{"role": "user", "content": "Hi"}], "stream": False},
     ).json()
     assert reply["eval_count"] <= 2
-    # the GGUF has a chat template, which is preferred; system and messages are in it
+    # the template layer, not the GGUF's own template, renders the prompt (as Ollama):
+    # this one shows the system prompt and the last user message only
     shown = prompt_text(api, vocab, "tutor")
-    assert "maths tutor named Ada" in shown and "It is four, my friend." in shown
-    assert shown.index("Ada") < shown.index("four, my friend") < shown.rindex("Hi")
+    assert "You are a patient maths tutor named Ada. Hi" in shown
+    assert "It is four, my friend." not in shown and "<|im_start|>" not in shown
 
 
 def test_create_renders_a_go_template_when_the_gguf_has_none(

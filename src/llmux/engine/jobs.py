@@ -24,7 +24,10 @@ class LoadParams:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedSampling:
-    """Sampling with every default filled in (request > model params > engine)."""
+    """Sampling with every default filled in (request > model params > API defaults).
+
+    The field defaults are Ollama's ``DefaultOptions``; :data:`NEUTRAL` is the OpenAI
+    APIs' (temperature 1, top_p 1, no top-k, no penalties)."""
 
     num_predict: int = -1
     temperature: float = 0.8
@@ -39,6 +42,11 @@ class ResolvedSampling:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     num_keep: int = 4  # tokens kept at the start when the context shifts
+
+
+OLLAMA_DEFAULTS = ResolvedSampling()
+NEUTRAL = ResolvedSampling(temperature=1.0, top_k=0, top_p=1.0, repeat_penalty=1.0)
+PENALTIES = ("repeat_penalty", "presence_penalty", "frequency_penalty")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Turn a token stream into text safely: incremental UTF-8 and stop strings.
 
-Multi-byte characters split across tokens are held until complete, and text that
+Multi-byte characters split across tokens are held until complete (a character the
+end of generation cuts off is dropped, as Ollama does, never sent as U+FFFD), and text that
 could be the start of a stop string is held until it is known not to be one, so a
 stop string never leaks into the output, whatever the token boundaries.
 """
@@ -18,7 +19,9 @@ class Utf8Stream:
         return self._decoder.decode(data)
 
     def flush(self) -> str:
-        return self._decoder.decode(b"", final=True)
+        """The end of the stream: bytes of an incomplete last character are dropped."""
+        self._decoder.reset()
+        return ""
 
 
 class StopMatcher:

@@ -15,12 +15,17 @@ EMBEDDING_ARCHITECTURES = {
 THINKING_MARKERS = ("<think>", "enable_thinking", "reasoning_content", "<|channel|>analysis")
 
 
+def template_mentions_tools(template: str) -> bool:
+    """A Jinja template's ``tools`` or a Go template's ``.Tools``."""
+    return "tools" in template or ".Tools" in template
+
+
 def capabilities(info: GGUFInfo, template: str | None, *, has_projector: bool = False) -> list[str]:
     if info.architecture in EMBEDDING_ARCHITECTURES or info.get("general.type") == "embedding":
         return ["embedding"]
     caps = ["completion"]
     text = template or ""
-    if "tools" in text:
+    if template_mentions_tools(text):
         caps.append("tools")
     if info.has_fim_tokens:
         caps.append("insert")

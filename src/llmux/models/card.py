@@ -14,8 +14,12 @@ def model_template(store: ModelStore, record: ModelRecord) -> str:
     return record.layers.get("template") or store.gguf(record).chat_template or ""
 
 
-def model_card(store: ModelStore, record: ModelRecord, verbose: bool) -> ModelCard:
-    """Reads the GGUF header (blocking: run it off the event loop)."""
+def model_card(
+    store: ModelStore, record: ModelRecord, verbose: bool, rendered: str | None = None
+) -> ModelCard:
+    """Reads the GGUF header (blocking: run it off the event loop). ``rendered`` is the
+    template the engine renders prompts from, which capabilities are read from; it
+    differs from the shown one only for a template layer llmux can't execute."""
     info = store.gguf(record)
     template = model_template(store, record)
     details = record.details()
@@ -32,7 +36,7 @@ def model_card(store: ModelStore, record: ModelRecord, verbose: bool) -> ModelCa
         template=template,
         details=details,
         model_info=shown.model_info(verbose),
-        capabilities=tuple(capabilities(info, template)),
+        capabilities=tuple(capabilities(info, template if rendered is None else rendered)),
         system=record.layers.get("system") or None,
         license=record.layers.get("license") or None,
         messages=tuple(record_messages(record)),

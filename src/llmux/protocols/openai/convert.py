@@ -181,7 +181,8 @@ def _sampling(
         "presence_penalty": body.presence_penalty,
         "frequency_penalty": body.frequency_penalty,
     }
-    values = {k: v for k, v in overrides.items() if v is not None}
+    values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    values["defaults"] = "neutral"  # OpenAI's semantics: temperature 1, top_p 1, no penalty
     stops = _stops(body.stop)
     if stops:
         values["stop"] = stops

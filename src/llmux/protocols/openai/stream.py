@@ -2,9 +2,11 @@
 embeddings and model lists, with DeepSeek's fields (``reasoning_content``, cache-hit
 usage) included.
 
-Every streamed choice chunk carries ``delta.content`` as a string (possibly empty),
-the closing one with ``finish_reason`` included, as DeepSeek and Ollama do, so
-``reply += delta.content`` works. ``id`` and ``created``
+Streamed deltas follow OpenAI and DeepSeek: the first of a choice carries
+``role: "assistant"`` (with ``content: ""``, or ``null`` when the reply opens with
+reasoning); a delta with reasoning or tool calls and no text has ``content: null``
+(so ``content is not None`` means the answer has started); the closing one is ``{}``
+with ``finish_reason``. Clients read ``delta.content or ""``. ``id`` and ``created``
 stay constant across a stream.
 """
 
@@ -126,7 +128,10 @@ class ChatRenderer:
                     [
                         {
                             "index": c.index,
-                            "delta": {"role": "assistant", "content": ""},
+                            "delta": {
+                                "role": "assistant",
+                                "content": None if c.thinking and not c.content else "",
+                            },
                             "logprobs": None,
                             "finish_reason": None,
                         }
@@ -139,7 +144,7 @@ class ChatRenderer:
                     [
                         {
                             "index": c.index,
-                            "delta": {"content": ""},
+                            "delta": {},
                             "logprobs": None,
                             "finish_reason": st.finish,
                         }
@@ -147,7 +152,7 @@ class ChatRenderer:
                 )
             )
             return out
-        delta: dict[str, Any] = {"content": c.content}
+        delta: dict[str, Any] = {"content": c.content or None}
         if c.thinking:
             delta.update(dict.fromkeys(self.reasoning_fields, c.thinking))
         if c.tool_calls:
