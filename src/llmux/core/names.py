@@ -7,6 +7,7 @@ capability errors name.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -30,6 +31,12 @@ class ModelName:
 
     @classmethod
     def parse(cls, text: str) -> ModelName:
+        """``[host/][namespace/]model[:tag]``, case-insensitive; InvalidRequest if not a
+        name. Names repeat on every request, so valid ones are remembered."""
+        return _parse(text)
+
+    @classmethod
+    def _parse_uncached(cls, text: str) -> ModelName:
         raw = text.strip()
         if not raw:
             raise InvalidRequest("model is required", param="model")
@@ -81,3 +88,8 @@ class ModelName:
 
     def __str__(self) -> str:
         return self.display
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> ModelName:
+    return ModelName._parse_uncached(text)

@@ -84,6 +84,7 @@ class ModelStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.manifests = root / "manifests"
+        self._manifests = str(self.manifests)
         self.blobs = root / "blobs"
         self.manifests.mkdir(parents=True, exist_ok=True)
         self.blobs.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,8 @@ class ModelStore:
 
     # -- reading ----------------------------------------------------------------
     def exists(self, name: ModelName) -> bool:
-        return self.manifest_path(name).is_file()
+        # on every request to an upstream-served name: plain string paths, no pathlib
+        return os.path.isfile(os.path.join(self._manifests, *name.path_parts()))
 
     def resolve(self, name: ModelName) -> ModelRecord:
         path = self.manifest_path(name)

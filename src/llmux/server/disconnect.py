@@ -13,7 +13,6 @@ disconnect through ``receive`` as usual.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,28 +57,34 @@ async def read_body(receive: Receive) -> bytes:
 
 
 async def until_disconnect(work: Awaitable[None], receive: Receive) -> bool:
-    """Run ``work``; cancel it if the client goes away first (True then). ``work`` must
-    not read ``receive`` itself."""
-    task = asyncio.ensure_future(work)
+    """Run ``work`` in this task; cancel it if the client goes away first (True then).
+    ``work`` must not read ``receive`` itself. One watcher task per request: this runs
+    on every request that reaches a model, the relay's fast path included."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
 
     async def watch() -> None:
+        nonlocal gone
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                gone = True
+                current.cancel()
                 return
 
-    watcher = asyncio.ensure_future(watch())
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise  # cancelled from outside (shutdown): not ours to swallow
+        current.uncancel()
+        return True
     finally:
-        for t in (task, watcher):
-            if not t.done():
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-    if task.done() and not task.cancelled():
-        task.result()  # the app's own error goes on to the error boundary
-    return watcher.done() and not watcher.cancelled()
+        if not watcher.done():
+            watcher.cancel()
+    return False
 
 
 class DisconnectWatch:

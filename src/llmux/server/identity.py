@@ -79,30 +79,35 @@ class Identity:
             await self.app(scope, receive, send)
             return
         given = forwarded = None
-        for key, value in scope.get("headers", ()):
+        for key, value in scope["headers"]:
             if key == b"x-request-id":
                 given = value.decode("latin-1")
             elif key == b"x-forwarded-for":
                 forwarded = value.decode("latin-1")
         request_id = given if given and _REQUEST_ID.match(given) else new_request_id()
-        peer = scope["client"][0] if scope.get("client") else None
-        path = scope.get("path", "")
-        ctx = RequestContext(
-            api=api_for(path),
-            route=path,
-            request_id=request_id,
-            client=client_address(peer, forwarded, self.proxies),
-        )
-        scope.setdefault("state", {})["ctx"] = ctx
-        header = (b"x-request-id", request_id.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), header]}
-            await send(message)
-
+        client = scope.get("client")
+        peer = client[0] if client else None
+        path = scope["path"]
+        if forwarded is not None and self.proxies:
+            peer = client_address(peer, forwarded, self.proxies)
+        scope.setdefault("state", {})["ctx"] = RequestContext(api_for(path), path, request_id, peer)
         token = REQUEST_ID.set(request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, _WithId(send, request_id.encode()))
         finally:
             REQUEST_ID.reset(token)
+
+
+class _WithId:
+    """``send`` that adds ``X-Request-Id`` to the response's start."""
+
+    __slots__ = ("header", "send")
+
+    def __init__(self, send: Send, request_id: bytes) -> None:
+        self.send = send
+        self.header = (b"x-request-id", request_id)
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), self.header]}
+        await self.send(message)
