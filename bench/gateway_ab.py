@@ -1,0 +1,103 @@
+"""Gateway overhead, two llmux versions side by side: the same fast upstream, both
+servers started at once, c=1 and c=32 non-streaming loads alternating between them.
+
+    .venv/bin/python bench/gateway_ab.py --before-src /tmp/before/src [--rounds 4]
+
+``--before-src`` is the ``src`` folder of another checkout (``git worktree add
+/tmp/before <rev>``). Single runs of ``bench/gateway.py`` drift with the machine; this
+prints the medians over the rounds, with each round's figures, for both versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gateway as g
+from servers import Running, free_port, wait_ready
+
+
+def start(work: Path, upstream: str, tag: str, src: str | None) -> g.Target:
+    """llmux with the flat settings both versions read, from ``src`` if given."""
+    port = free_port()
+    config = work / f"{tag}.toml"
+    config.write_text(
+        f'bundled_model = ""\n[[upstreams]]\nname = "fast"\ntype = "openai"\n'
+        f'url = "{upstream}/v1"\nmodels = ["{g.MODEL}"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+    env.update(
+        LLMUX_HOME=str(work / f"{tag}-home"),
+        LLMUX_HOST=f"127.0.0.1:{port}",
+        LLMUX_CONFIG=str(config),
+        LLMUX_LOG_LEVEL="warning",
+        LLMUX_SERVER__LOG_LEVEL="warning",
+    )
+    if src:
+        env["PYTHONPATH"] = src
+    url = f"http://127.0.0.1:{port}"
+    log = work / f"{tag}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmux", "serve"], env=env, stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    return g.Target(tag, url + "/v1", run=wait_ready(Running(tag, url, proc, log), "/v1/models"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--before-src", required=True, help="src folder of the other version")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--duration", type=float, default=3.0)
+    args = ap.parse_args()
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="llmux-bench-ab-"))
+    up_port = free_port()
+    upstream = f"http://127.0.0.1:{up_port}"
+    up = g.spawn("upstream", [sys.executable, g.__file__, "--serve-upstream", str(up_port)],
+                 work, "/v1/models", upstream)  # fmt: skip
+    targets = [
+        start(work, upstream, "before", args.before_src),
+        start(work, upstream, "after", None),
+    ]
+    direct = g.Target("direct", upstream + "/v1")
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {
+        t.name: {1: [], 32: []} for t in [direct, *targets]
+    }
+    try:
+        time.sleep(2)
+        for r in range(args.rounds):
+            order = targets if r % 2 == 0 else targets[::-1]  # who goes first alternates
+            for t in [direct, *order]:
+                for c in (1, 32):
+                    runs[t.name][c].append(asyncio.run(g.load(t, c, args.duration, False, None)))
+    finally:
+        for t in targets:
+            assert t.run is not None
+            t.run.stop()
+        up.stop()
+
+    def med(name: str, c: int, key: str) -> float:
+        return statistics.median(x[key] for x in runs[name][c])
+
+    base = med("direct", 1, "p50_ms")
+    for name in runs:
+        print(
+            f"{name}: c=1 p50 {med(name, 1, 'p50_ms'):.3f} ms (added {med(name, 1, 'p50_ms') - base:.3f}),"
+            f" c=32 {med(name, 32, 'rps'):.0f} req/s, p50 {med(name, 32, 'p50_ms'):.1f} ms,"
+            f" p99 {med(name, 32, 'p99_ms'):.1f} ms;"
+            f" rounds c=32 req/s {[round(x['rps']) for x in runs[name][32]]}"
+        )
+
+
+if __name__ == "__main__":
+    main()
