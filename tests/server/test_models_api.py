@@ -253,7 +253,7 @@ def test_create_from_a_model_merges_params_and_quantizes(api: httpx.Client) -> N
 
     lines = stream_lines(api, "/api/create", {"model": "smol-t", "from": "smol-q8", "system": "x"})
     using = [line["status"] for line in lines if line["status"].startswith("using existing")]
-    assert len(using) == 2  # the quantized weights and the params layer are reused
+    assert len(using) == 3  # the quantized weights, the template and the params are reused
     assert "temperature" in api.post("/api/show", json={"model": "smol-t"}).json()["parameters"]
 
 

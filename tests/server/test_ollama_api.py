@@ -14,7 +14,8 @@ import jsonschema
 import pytest
 
 import llmux
-from tests.conftest import MODEL
+from tests.conftest import MODEL, Server
+from tests.support.models import plain_copy
 
 pytestmark = pytest.mark.model
 
@@ -448,11 +449,12 @@ def test_seeded_sampling_is_reproducible(http: httpx.Client) -> None:
 
 
 # -- N13, N14, N15: capabilities ---------------------------------------------------------------
-def test_capability_errors(http: httpx.Client) -> None:
+def test_capability_errors(http: httpx.Client, server: Server) -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    plain = plain_copy(server.home)  # the GGUF's own template, which has no tools
     r = http.post(
         "/api/chat",
-        json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": tools},
+        json={"model": plain, "messages": [{"role": "user", "content": "x"}], "tools": tools},
     )
     assert r.status_code == 400 and "does not support tools" in r.json()["error"]
     r = http.post(
@@ -608,7 +610,7 @@ def test_show_shape(http: httpx.Client) -> None:
     data = http.post("/api/show", json={"model": MODEL}).json()
     assert data["model_info"]["general.architecture"] == "llama"
     assert data["model_info"]["tokenizer.ggml.tokens"] == []
-    assert data["capabilities"] == ["completion"]
+    assert data["capabilities"] == ["completion", "tools"]  # the bundled template layer
     assert "<|im_start|>" in data["template"]
     assert data["modelfile"].startswith("# Modelfile generated") and "FROM " in data["modelfile"]
     assert data["details"]["context_length"] == 8192

@@ -47,7 +47,7 @@ def test_list_and_show(client: ollama.Client) -> None:
     shown = client.show(MODEL)
     assert shown.modelinfo and shown.modelinfo["general.architecture"] == "llama"
     assert shown.details and shown.details.quantization_level == "Q4_1"
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]
 
 
 def test_embed(client: ollama.Client) -> None:

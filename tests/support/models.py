@@ -49,3 +49,14 @@ def add_params(home: Path, name: str, base: str, params: dict[str, Any]) -> str:
     layer = {"mediaType": LAYER_PREFIX + "params", **store.write_blob(json.dumps(params).encode())}
     store.write_manifest(ModelName.parse(name), manifest["config"], [*manifest["layers"], layer])
     return name
+
+
+def plain_copy(home: Path, name: str = "plain-smol:latest") -> str:
+    """The bundled GGUF registered as it is, with no layers of llmux's own: rendered by
+    the GGUF's chat template, which knows no tools."""
+    from llmux.models.bundled import bundled_gguf
+
+    source = bundled_gguf()
+    assert source is not None
+    store_of(home).import_gguf(ModelName.parse(name), source)
+    return name

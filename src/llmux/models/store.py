@@ -65,8 +65,24 @@ class ModelRecord:
 
     @property
     def params(self) -> dict[str, Any]:
-        raw = self.layers.get("params")
-        return json.loads(raw) if raw else {}
+        """The params layer(s): later layers win key by key; text that is not a JSON
+        object is skipped with a warning rather than failing every request."""
+        raw = self.layers.get("params") or ""
+        merged: dict[str, Any] = {}
+        decoder = json.JSONDecoder()
+        pos = 0
+        while pos < len(raw):
+            if raw[pos].isspace():
+                pos += 1
+                continue
+            try:
+                obj, pos = decoder.raw_decode(raw, pos)
+            except ValueError:
+                log.warning("model %s: unreadable params layer ignored", self.name.display)
+                break
+            if isinstance(obj, dict):
+                merged.update(obj)
+        return merged
 
     def details(self) -> dict[str, Any]:
         c = self.config
