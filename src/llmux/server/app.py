@@ -90,6 +90,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.include_router(router.router)
         app.state.routes.extend(router.router.routes)
     app.openapi = lambda: openapi(app, WIRE_MODELS)  # type: ignore[method-assign]
+    add_layers(app, settings)
+    return app
+
+
+def add_layers(app: FastAPI, settings: Settings) -> None:
+    """The middleware, innermost first (each one added wraps the ones before)."""
     server = settings.server
     app.add_middleware(DisconnectWatch)
     app.add_middleware(Relay, keepalive_s=settings.gateway.keepalive_s)
@@ -114,4 +120,3 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["*"],
     )
-    return app

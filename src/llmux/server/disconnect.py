@@ -56,6 +56,20 @@ async def read_body(receive: Receive) -> bytes:
     return b"".join(parts)
 
 
+def replay(body: bytes, then: Receive) -> Receive:
+    """A ``receive`` that gives the body read already, then whatever ``then`` gives."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await then()
+
+    return again
+
+
 async def until_disconnect(work: Awaitable[None], receive: Receive) -> bool:
     """Run ``work`` in this task; cancel it if the client goes away first (True then).
     ``work`` must not read ``receive`` itself. One watcher task per request: this runs
@@ -97,19 +111,14 @@ class DisconnectWatch:
             return
         body = await read_body(receive)
         gone = asyncio.Event()
-        handed = False
 
-        async def app_receive() -> Message:
-            nonlocal handed
-            if not handed:
-                handed = True
-                return {"type": "http.request", "body": body, "more_body": False}
+        async def after_body() -> Message:  # the watcher below reads the connection
             await gone.wait()
             return {"type": "http.disconnect"}
 
         async def watched() -> None:
             try:
-                await self.app(scope, app_receive, send)
+                await self.app(scope, replay(body, after_body), send)
             finally:
                 gone.set()
 

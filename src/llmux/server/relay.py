@@ -36,7 +36,7 @@ from llmux.core.context import RequestContext
 from llmux.errors import InvalidRequest, LlmuxError, UpstreamError
 from llmux.gateway import Gateway
 from llmux.server.body import loads
-from llmux.server.disconnect import read_body, until_disconnect
+from llmux.server.disconnect import read_body, replay, until_disconnect
 from llmux.server.errors import stream_error
 from llmux.upstream.pool import Member, Pool, Target
 from llmux.upstream.server import Upstream
@@ -180,19 +180,6 @@ class UsageFilter:
 
 def _usage_only(event: bytes) -> bool:
     return b'"usage"' in event and (b'"choices":[]' in event or b'"choices": []' in event)
-
-
-def replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return again
 
 
 def start_message(content_type: str, status: int = 200, length: int | None = None) -> Message:
