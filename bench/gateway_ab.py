@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,34 +20,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway as g
-from servers import Running, free_port, wait_ready
+from servers import free_port
 
 
 def start(work: Path, upstream: str, tag: str, src: str | None) -> g.Target:
-    """llmux with the flat settings both versions read, from ``src`` if given."""
-    port = free_port()
-    config = work / f"{tag}.toml"
-    config.write_text(
-        f'bundled_model = ""\n[[upstreams]]\nname = "fast"\ntype = "openai"\n'
-        f'url = "{upstream}/v1"\nmodels = ["{g.MODEL}"]\n'
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-    env.update(
-        LLMUX_HOME=str(work / f"{tag}-home"),
-        LLMUX_HOST=f"127.0.0.1:{port}",
-        LLMUX_CONFIG=str(config),
-        LLMUX_LOG_LEVEL="warning",
-        LLMUX_SERVER__LOG_LEVEL="warning",
-    )
-    if src:
-        env["PYTHONPATH"] = src
-    url = f"http://127.0.0.1:{port}"
-    log = work / f"{tag}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llmux", "serve"], env=env, stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    return g.Target(tag, url + "/v1", run=wait_ready(Running(tag, url, proc, log), "/v1/models"))
+    """``bench/gateway.py``'s llmux, from ``src`` if given. The flat log level is for
+    versions before sectioned settings (they also ignore ``[store]`` and so register
+    the bundled model, which costs them nothing under load)."""
+    extra = {"LLMUX_LOG_LEVEL": "warning", **({"PYTHONPATH": src} if src else {})}
+    return g.start_llmux(work, upstream, tag, **extra)
 
 
 def main() -> None:
