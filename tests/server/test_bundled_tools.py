@@ -103,3 +103,32 @@ def test_an_older_registration_gets_the_template_at_start(tmp_path: Path) -> Non
     record = store.resolve(name)
     assert "{{ .Tools }}" not in record.layers["template"] and ".Tools" in record.layers["template"]
     assert json.loads(record.layers["params"]) == {"num_ctx": 8192}
+
+
+def test_a_gguf_with_only_jinja_shows_the_equivalent_go_template(
+    server: Server, http: httpx.Client, tmp_path: Path
+) -> None:
+    """Issue 21 item 5: a model without a template layer shows the Go template of its
+    recognised chat format and the format's stops, as Ollama does; its prompts still
+    render from the Jinja template, and a model made from its Modelfile prompts the
+    same."""
+    from tests.support.models import plain_copy
+
+    plain = plain_copy(server.home, "jinja-only:latest")
+    shown = http.post("/api/show", json={"model": plain}).json()
+    assert "{{ if .Messages }}" in shown["template"] and "{%" not in shown["template"]
+    assert "You are a helpful AI assistant named SmolLM" in shown["template"]
+    assert 'stop                           "<|im_start|>"' in shown["parameters"]
+    assert 'stop                           "<|im_end|>"' in shown["parameters"]
+    assert "tools" not in shown["capabilities"]  # the Jinja template takes none
+    assert 'TEMPLATE """{{ if .Messages }}' in shown["modelfile"]
+    chat = {"messages": [{"role": "user", "content": "Name a colour."}], "stream": False,
+            "options": {"temperature": 0, "seed": 3, "num_predict": 12}}  # fmt: skip
+    first = http.post("/api/chat", json={**chat, "model": plain}).json()
+    # the shown template, made into a model of its own, renders the very same prompt
+    r = http.post("/api/create", json={"model": "go-twin:latest", "from": plain,
+                                       "template": shown["template"], "stream": False})  # fmt: skip
+    assert r.status_code == 200, r.text
+    twin = http.post("/api/chat", json={**chat, "model": "go-twin:latest"}).json()
+    assert twin["prompt_eval_count"] == first["prompt_eval_count"]
+    assert twin["message"]["content"] == first["message"]["content"]

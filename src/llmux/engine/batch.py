@@ -47,6 +47,7 @@ from llmux.engine.textstream import StopMatcher, Utf8Stream
 from llmux.errors import BackendError, InvalidRequest, LlmuxError, Timeout
 
 log = logging.getLogger(__name__)
+UNLIMITED_RESERVE = 1024  # tokens kept free for an answer of unlimited length
 
 PREFIX_CHUNK = 64  # prompt chunk and micro-batch size; the prefix cache's unit
 BATCH_TOKENS = 512  # the most tokens one llama_decode call takes
@@ -283,9 +284,13 @@ class BatchLoop:
         return self._fit_context(tokens or [self.model.token_bos()], job.sampling.num_predict)
 
     def _fit_context(self, tokens: list[int], num_predict: int) -> list[int]:
-        """Keep the newest tokens when a prompt does not fit, leaving room to answer."""
+        """Keep the newest tokens when a prompt does not fit, leaving room to answer:
+        ``num_predict`` (at most half the context), else a quarter of it, at most
+        :data:`UNLIMITED_RESERVE`: an 8K context keeps 7K of prompt, which Open WebUI's
+        default tool list needs."""
         n_ctx = self.n_ctx
-        reserve = min(num_predict if num_predict > 0 else n_ctx // 4, n_ctx // 2)
+        unlimited = min(n_ctx // 4, UNLIMITED_RESERVE)
+        reserve = min(num_predict if num_predict > 0 else unlimited, n_ctx // 2)
         room = n_ctx - max(reserve, 1)
         if len(tokens) <= room:
             return tokens
