@@ -192,6 +192,26 @@ def start_llmux_policy(work: Path, upstream: str) -> Target:
     return start_llmux(work, upstream, "llmux+policy", LLMUX_SERVER__ACCESS_LOG="true")
 
 
+def start_llmux_auth(work: Path, upstream: str) -> Target:
+    """llmux with access control on; every request carries an API key (verified once,
+    then from the 1 s cache, as in production)."""
+    target = start_llmux(
+        work, upstream, "llmux+auth", LLMUX_AUTH__MODE="on",
+        LLMUX_AUTH__SECRET="bench-secret-" + "x" * 32, LLMUX_AUTH__ADMIN_PASSWORD="bench password",
+    )  # fmt: skip
+    assert target.run is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
+    env.update(
+        LLMUX_HOME=str(work / "llmux+auth-home"), LLMUX_AUTH__SECRET="bench-secret-" + "x" * 32
+    )
+    made = subprocess.run(
+        [sys.executable, "-m", "llmux", "keys", "create", "--user", "admin", "--scopes",
+         "inference models:read"], env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    target.headers = {"Authorization": "Bearer " + made.stdout.strip().splitlines()[-1]}
+    return target
+
+
 def start_llmux_renamed(work: Path, upstream: str) -> Target:
     """llmux exposing the upstream's model under another name (rewritten on the fast path)."""
     return start_llmux(work, upstream, "llmux-renamed", exposed="bench-renamed")
@@ -389,7 +409,9 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8,32,64")
     ap.add_argument("--workdir", type=Path, default=None, help="reused if it has installs")
     ap.add_argument(
-        "--skip", default="", help="comma-separated: llmux+policy,llmux-renamed,litellm,portkey"
+        "--skip",
+        default="",
+        help="comma-separated: llmux+policy,llmux+auth,llmux-renamed,litellm,portkey",
     )
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument(
@@ -425,6 +447,7 @@ def main() -> None:
     starters = {
         "llmux": start_llmux,
         "llmux+policy": start_llmux_policy,
+        "llmux+auth": start_llmux_auth,
         "llmux-renamed": start_llmux_renamed,
         "litellm": start_litellm,
         "portkey": start_portkey,
@@ -476,10 +499,13 @@ def report(results: dict[str, dict[str, object]], levels: list[int]) -> None:
             f"| {name} | " + " | ".join(row) + f" | {added[0]:.2f} | {added[1]:.2f} | "
             f"{ttfb:.2f} | {results[name]['rss_idle_mib']:.0f} / {peak:.0f} |"
         )
-    for variant in ("llmux+policy", "llmux-renamed"):
+    for variant in ("llmux+policy", "llmux+auth", "llmux-renamed"):
         if variant in results and "llmux" in results:
             extra = cell(variant, "c1", "p50_ms") - cell("llmux", "c1", "p50_ms")
             print(f"{variant} adds {extra:+.3f} ms at the median (c=1) over plain llmux")
+            if 32 in levels:
+                share = cell(variant, "c32", "rps") / cell("llmux", "c32", "rps")
+                print(f"{variant} throughput at c=32: {share:.0%} of plain llmux")
     for name in results:
         if 32 in levels and name.startswith("llmux"):
             ratio = cell(name, "c32", "p99_ms") / cell(name, "c32", "p50_ms")

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from llmux.client import AsyncClient, Client, ResponseError
+    from llmux.client import AsyncClient, AuthenticationError, Client, ResponseError
 
-__all__ = ["AsyncClient", "Client", "ResponseError", "__version__"]
+__all__ = ["AsyncClient", "AuthenticationError", "Client", "ResponseError", "__version__"]
 
-_SDK = {"AsyncClient", "Client", "ResponseError"}
+_SDK = {"AsyncClient", "AuthenticationError", "Client", "ResponseError"}
 
 
 def __getattr__(name: str) -> Any:

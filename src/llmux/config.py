@@ -93,6 +93,12 @@ class ServerSettings(Section):
         default="0.12.6",
         description="the Ollama release whose API llmux implements, as /api/version reports it",
     )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS with, TLS 1.2 or newer (1.3"
+        " preferred); unset: plain HTTP (terminate TLS in a proxy)",
+    )
+    tls_key: Path | None = Field(default=None, description="the certificate's PEM private key")
     balance_currency: str = Field(default="CNY", description="currency GET /user/balance reports")
     balance_total: str = Field(
         default="0.00", description="balance GET /user/balance reports, as a string"
@@ -186,8 +192,75 @@ class StorageSettings(Section):
     )
 
 
+class IssuerSettings(Section):
+    """An external identity provider whose JWTs are accepted (RS256 or ES256)."""
+
+    issuer: str = Field(description="the tokens' 'iss' claim, exactly")
+    audience: str | None = Field(default=None, description="required 'aud', if any")
+    jwks_url: str | None = Field(default=None, description="where its JWKS is fetched from")
+    jwks_file: Path | None = Field(default=None, description="its JWKS, as a local file")
+    public_key_file: Path | None = Field(default=None, description="one PEM public key")
+    algorithm: Literal["RS256", "ES256"] = Field(
+        default="RS256", description="the algorithm of public_key_file"
+    )
+
+
 class AuthSettings(Section):
-    """Access control (filled by the access-control work)."""
+    """Access control: who may call, with what credential (docs/security.md)."""
+
+    mode: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="auto: off while bound to loopback, and refusing to start bound to any"
+        " other address; on: credentials required on every route but a few public ones;"
+        " off: no credentials, anywhere (a warning at every start)",
+    )
+    secret: str | None = Field(
+        default=None,
+        description="server secret (>= 32 bytes) for key hashes, token signing and sealed"
+        " client secrets; replicas must share it; default: $LLMUX_HOME/auth-secret, made once",
+    )
+    admin_name: str = Field(default="admin", description="name of the bootstrap admin")
+    admin_password: str | None = Field(
+        default=None,
+        description="creates the bootstrap admin when there is no admin yet (use the"
+        " environment: LLMUX_AUTH__ADMIN_PASSWORD); without it a one-time setup token is"
+        " printed at start",
+    )
+    admins_see_all: bool = Field(
+        default=False,
+        description="admins see, search and export every user's conversations (else only"
+        " their own, like everyone)",
+    )
+    issuer: str = Field(default="llmux", description="'iss' and 'aud' of llmux's own tokens")
+    token_ttl_s: int = Field(default=7200, ge=60, le=86400, description="life of issued tokens")
+    leeway_s: float = Field(
+        default=30.0, ge=0, le=300, description="clock skew allowed on exp, nbf and iat"
+    )
+    cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="how long a verified credential is trusted without a database check;"
+        " a revoked one is refused by every replica within this time",
+    )
+    max_failures: int = Field(
+        default=10, ge=1, description="failed attempts per client address before 429"
+    )
+    failure_window_s: float = Field(default=60.0, gt=0, description="... within this window")
+    session_idle_s: float = Field(
+        default=8 * 3600, gt=0, description="a web UI session ends after this long unused"
+    )
+    session_max_s: float = Field(
+        default=7 * 86400, gt=0, description="... and this long after logging in, at most"
+    )
+    issuers: list[IssuerSettings] = Field(
+        default_factory=list, description="external identity providers ([[auth.issuers]])"
+    )
+    external_scopes: list[str] = Field(
+        default_factory=lambda: ["inference", "models:read"],
+        description="the most an external provider's token may have (narrowed by its"
+        " 'scope' claim)",
+    )
 
 
 class LimitsSettings(Section):
@@ -354,7 +427,8 @@ class Settings(BaseSettings):
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{port}"
+        scheme = "https" if self.server.tls_cert else "http"
+        return f"{scheme}://{host}:{port}"
 
     @property
     def home_dir(self) -> Path:

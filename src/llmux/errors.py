@@ -7,7 +7,7 @@ stable machine-readable ``code``::
     LlmuxError (500 internal_error)
     ├── InvalidRequest (400 invalid_request)
     │   └── CapabilityNotSupported (400 unsupported_capability)
-    ├── Unauthorized (401 unauthorized, carries WWW-Authenticate)
+    ├── Unauthorized (401 invalid_api_key, carries WWW-Authenticate)
     ├── PaymentRequired (402 insufficient_balance)  DeepSeek's "Insufficient Balance"
     ├── Forbidden (403 forbidden)
     │   └── InsufficientScope (403 insufficient_scope)  the credential lacks a scope
@@ -72,7 +72,7 @@ class Unauthorized(LlmuxError):
     """No credential, or one that is not valid; says how to authenticate."""
 
     status = 401
-    code = "unauthorized"
+    code = "invalid_api_key"  # OpenAI's code for a missing or wrong key
 
     def __init__(
         self, message: str, *, scheme: str = "Bearer", realm: str = "llmux", error: str = ""
@@ -95,7 +95,14 @@ class InsufficientScope(Forbidden):
     code = "insufficient_scope"
 
     def __init__(self, scope: str, message: str | None = None) -> None:
-        super().__init__(message or f"this credential lacks the '{scope}' scope", param=scope)
+        super().__init__(
+            message or f"this credential lacks the '{scope}' scope",
+            param=scope,
+            headers={
+                "WWW-Authenticate": f'Bearer realm="llmux", error="insufficient_scope", '
+                f'scope="{scope}"'
+            },
+        )
         self.scope = scope
 
 

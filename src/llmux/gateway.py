@@ -21,13 +21,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llmux.auth.scopes import model_allowed
 from llmux.core.backend import Backend
 from llmux.core.chunks import ChatChunk, EmbedResult
 from llmux.core.context import RequestContext
 from llmux.core.models import LoadedInfo, ModelCard, ModelInfo
 from llmux.core.names import ModelName
 from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions
-from llmux.errors import BackendError, InvalidRequest, ModelNotFound
+from llmux.errors import BackendError, InsufficientScope, InvalidRequest, ModelNotFound
 from llmux.models.create import CreateSpec
 from llmux.models.manager import ModelManager
 from llmux.models.progress import Progress
@@ -108,6 +109,27 @@ class Gateway:
         local = self._member if self.local.has(name) else None
         return Route(name, self.upstreams.pool(name, local), tuple(targets))
 
+    def allowed(self, ctx: RequestContext, model: str) -> Route:
+        """:meth:`route`, after checking that the caller may use the model: a credential
+        limited to model patterns gets 403 for any other (by the name asked for or the
+        name it resolves to)."""
+        route = self.route(model)
+        self.check(ctx, model, route.name)
+        return route
+
+    @staticmethod
+    def check(ctx: RequestContext, *names: str) -> None:
+        patterns = ctx.principal.models
+        if patterns and not any(model_allowed(patterns, n) for n in names):
+            raise InsufficientScope(
+                "models",
+                f"this credential may not use the model {names[-1]!r}; it may use "
+                f"{', '.join(patterns)}",
+            )
+
+    def visible(self, ctx: RequestContext, name: str) -> bool:
+        return model_allowed(ctx.principal.models, name)
+
     def require_model(self, model: str) -> str:
         """The resolved name, or ModelNotFound when no backend serves it."""
         route = self.route(model)
@@ -122,13 +144,13 @@ class Gateway:
     ) -> AsyncIterator[ChatChunk]:
         """One chat/generate/completion operation; ``more`` are further prompts of the
         same completions request (their chunks' ``index`` continues after the first's)."""
-        route = self.route(request.model)
+        route = self.allowed(ctx, request.model)
         requests = tuple(dataclasses.replace(r, model=route.name) for r in (request, *more))
         op = Operation("chat", route.name, stream=stream, backend=route.kind, requests=requests)
         return self._run(ctx, op, ChunkMeter(request.n))
 
     async def embed(self, ctx: RequestContext, request: EmbedRequest) -> EmbedResult:
-        route = self.route(request.model)
+        route = self.allowed(ctx, request.model)
         request = dataclasses.replace(request, model=route.name)
         op = Operation("embed", route.name, backend=route.kind, embed=request)
         result: EmbedResult | None = None
@@ -143,6 +165,7 @@ class Gateway:
     ) -> AsyncIterator[bytes]:
         """The relay fast path's bytes, through the chain (metadata policies only: the
         fast path is off while any policy needs bodies)."""
+        self.check(ctx, name)
         op = Operation("chat", name, stream=stream, backend="relay")
 
         def handler(ctx: RequestContext, op: Operation) -> AsyncIterator[Any]:
@@ -183,6 +206,8 @@ class Gateway:
         if aliases:
             oldest = min((m.modified_at for m in out), default=listing.EPOCH)
             out += [ModelInfo(name=a, modified_at=oldest, owned_by="llmux") for a in self.aliases]
+        if ctx.principal.models:  # a credential sees only the models it may use
+            out = [m for m in out if self.visible(ctx, m.name)]
         return out
 
     def model(self, ctx: RequestContext, model_id: str) -> ModelInfo:
@@ -190,7 +215,7 @@ class Gateway:
         under the id asked for, an upstream model under its exposed name."""
         if model_id.strip().lower() in self.aliases:
             return next(m for m in self.models(ctx, aliases=True) if m.name == model_id.lower())
-        route = self.route(model_id)
+        route = self.allowed(ctx, model_id)
         listed = {m.name: m for m in self.models(ctx)}
         found = listed.get(self.require_model(model_id))
         if found is None:
@@ -198,21 +223,21 @@ class Gateway:
         return found if route.upstream else dataclasses.replace(found, name=model_id)
 
     async def show(self, ctx: RequestContext, model: str, verbose: bool = False) -> ModelCard:
-        route = self.route(model)
+        route = self.allowed(ctx, model)
         return await route.backend.show(route.name, verbose)
 
     async def load(
         self, ctx: RequestContext, model: str, keep_alive: float | None, load: LoadOptions
     ) -> int:
-        route = self.route(model)
+        route = self.allowed(ctx, model)
         return await route.backend.load(route.name, keep_alive, load)
 
     async def unload(self, ctx: RequestContext, model: str) -> None:
-        route = self.route(model)
+        route = self.allowed(ctx, model)
         await route.backend.unload(route.name)
 
     def ps(self, ctx: RequestContext) -> list[LoadedInfo]:
-        return self.local.loaded()
+        return [m for m in self.local.loaded() if self.visible(ctx, m.name)]
 
     def upstream_snapshot(self, ctx: RequestContext) -> list[dict[str, Any]]:
         return self.upstreams.snapshot()
@@ -228,20 +253,28 @@ class Gateway:
     def pull(
         self, ctx: RequestContext, model: str, insecure: bool = False
     ) -> AsyncGenerator[Progress, None]:
+        self.check(ctx, model)
         return self._models.pull(model, insecure)
 
     def push(
         self, ctx: RequestContext, model: str, insecure: bool = False
     ) -> AsyncGenerator[Progress, None]:
+        self.check(ctx, model)
         return self._models.push(model, insecure)
 
     def create(self, ctx: RequestContext, spec: CreateSpec) -> AsyncGenerator[Progress, None]:
+        self.check(ctx, spec.model)
+        if spec.from_:
+            self.check(ctx, spec.from_)
         return self._models.create(spec)
 
     def copy(self, ctx: RequestContext, source: str, destination: str) -> None:
+        self.check(ctx, source)
+        self.check(ctx, destination)
         self._models.copy(self.resolve_name(source), destination)
 
     async def delete(self, ctx: RequestContext, model: str) -> None:
+        self.check(ctx, model)
         name = self._models.check_installed(model)  # 404 before anything changes
         await self.local.unload(name.display)
         self._models.delete(name)

@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 
 from llmux.core.chunks import ChatChunk
-from llmux.core.context import RequestContext
+from llmux.core.context import Principal, RequestContext
 from llmux.core.conversations import (
     Conversation,
+    ConversationNotFound,
     ConversationRepository,
     NewMessage,
     StoredMessage,
@@ -45,13 +46,55 @@ class Turn:
     store_error: str | None = None  # why the finished reply could not be stored
 
 
+def owner_of(principal: Principal) -> str | None:
+    """Who owns what ``principal`` makes: its user, else the principal itself (a token
+    from an identity provider); None while access control is off."""
+    if principal.anonymous:
+        return None
+    return principal.user_id or f"{principal.kind}:{principal.id}"
+
+
 class ChatHistory:
-    def __init__(self, repo: ConversationRepository, gateway: Gateway) -> None:
+    """Conversations belong to the principal that made them: each caller sees, searches,
+    changes and exports only its own (another's is "not found"); admins see all only
+    with ``admins_see_all``. With access control off everyone is the same anonymous
+    caller and sees everything."""
+
+    def __init__(
+        self, repo: ConversationRepository, gateway: Gateway, *, admins_see_all: bool = False
+    ) -> None:
         self.repo = repo
         self.gateway = gateway
+        self.admins_see_all = admins_see_all
+
+    def scope(self, ctx: RequestContext) -> str | None:
+        """The owner whose conversations ``ctx`` sees, or None for all of them."""
+        p = ctx.principal
+        if p.anonymous or (self.admins_see_all and p.admin):
+            return None
+        return owner_of(p)
+
+    async def conversation(self, ctx: RequestContext, conversation_id: str) -> Conversation:
+        conv = await self.repo.get(conversation_id)
+        owner = self.scope(ctx)
+        if owner is not None and conv.owner != owner:
+            raise ConversationNotFound(conversation_id)
+        return conv
+
+    async def create(
+        self, ctx: RequestContext, *, title: str = "", model: str = "", system: str = ""
+    ) -> Conversation:
+        return await self.repo.create(
+            title=title, model=model, system=system, owner=owner_of(ctx.principal)
+        )
+
+    async def find(
+        self, ctx: RequestContext, *, query: str = "", limit: int = 50, offset: int = 0
+    ) -> list[Conversation]:
+        return await self.repo.find(query=query, limit=limit, offset=offset, owner=self.scope(ctx))
 
     async def send(self, ctx: RequestContext, conversation_id: str, body: MessageBody) -> Turn:
-        conv = await self.repo.get(conversation_id)
+        conv = await self.conversation(ctx, conversation_id)
         model = self._model(conv, body)
         history = await self.repo.messages(conversation_id)
         wire = [*self._wire_history(conv, history)]
@@ -65,7 +108,7 @@ class ChatHistory:
         return await self._start(ctx, conv, model, request)
 
     async def regenerate(self, ctx: RequestContext, conversation_id: str, body: ReplyBody) -> Turn:
-        conv = await self.repo.get(conversation_id)
+        conv = await self.conversation(ctx, conversation_id)
         model = self._model(conv, body)
         history = await self.repo.messages(conversation_id)
         last = history[-1] if history else None

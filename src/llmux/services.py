@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from llmux.config import Settings
+from llmux.auth.control import AccessControl
+from llmux.auth.secrets import Keyring, load_master
+from llmux.auth.tokens import ExternalIssuer
+from llmux.config import AuthSettings, Settings
 from llmux.engine.engine import LocalEngine
+from llmux.errors import InvalidRequest, LlmuxError
 from llmux.gateway import Gateway
 from llmux.history import ChatHistory
 from llmux.models.bundled import ensure_bundled
@@ -17,6 +21,7 @@ from llmux.policies import Policy
 from llmux.policies.access_log import AccessLog
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
+from llmux.storage.principals import SqlPrincipals
 from llmux.upstream.router import UpstreamRouter
 
 log = logging.getLogger(__name__)
@@ -27,6 +32,13 @@ class Services:
     gateway: Gateway
     history: ChatHistory
     database: Database | None = None
+    access_control: AccessControl | None = None
+
+    @property
+    def access(self) -> AccessControl:
+        if self.access_control is None:
+            raise InvalidRequest("this server has no access control (no database)")
+        return self.access_control
 
     async def start(self) -> None:
         if self.database is not None:
@@ -36,6 +48,8 @@ class Services:
     async def aclose(self) -> None:
         try:
             await self.gateway.aclose()
+            if self.access_control is not None:
+                await self.access_control.aclose()
         finally:
             if self.database is not None:
                 await self.database.aclose()
@@ -64,5 +78,33 @@ def build_services(settings: Settings) -> Services:
         policies=policies(settings),
     )
     log.info("serving models from %s", store.root)
-    history = ChatHistory(SqlConversations(db), gateway)
-    return Services(gateway=gateway, history=history, database=db)
+    history = ChatHistory(
+        SqlConversations(db), gateway, admins_see_all=settings.auth.admins_see_all
+    )
+    access = access_control(settings, db)
+    return Services(gateway=gateway, history=history, database=db, access_control=access)
+
+
+def access_control(settings: Settings, db: Database) -> AccessControl:
+    """Access control over ``db`` with the server secret (also for the CLI)."""
+    keyring = Keyring(load_master(settings.auth.secret, settings.home_dir))
+    return AccessControl(SqlPrincipals(db), keyring, settings.auth, issuers(settings.auth))
+
+
+def issuers(auth: AuthSettings) -> list[ExternalIssuer]:
+    """The external identity providers, with the keys read from their files (a JWKS
+    URL is fetched when its first token arrives)."""
+    out = []
+    for item in auth.issuers:
+        issuer = ExternalIssuer(item.issuer, item.audience, item.jwks_url)
+        try:
+            if item.jwks_file is not None:
+                issuer.add_jwks(item.jwks_file.expanduser().read_text())
+            if item.public_key_file is not None:
+                issuer.add_pem(item.public_key_file.expanduser().read_text(), item.algorithm)
+        except (OSError, ValueError) as exc:
+            raise LlmuxError(
+                f"[[auth.issuers]] {item.issuer}: cannot read its keys: {exc}"
+            ) from None
+        out.append(issuer)
+    return out

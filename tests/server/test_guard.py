@@ -62,15 +62,19 @@ def test_the_cors_layer_and_the_guard_refuse_a_look_alike_origin(tmp_path: Path)
 def test_the_host_check_stays_on_for_every_bind(
     tmp_path: Path, bind: str, allowed_hosts: list[str], host: str, ok: bool
 ) -> None:
-    with in_process(tmp_path, host=bind, server={"allowed_hosts": allowed_hosts}) as app:
-        r = app.client.get("/api/version", headers={"Host": host})
-        assert r.status_code == (200 if ok else 403), r.text
+    # beyond loopback access control must be on (or explicitly off); the Host check
+    # holds either way (/api/version needs no credential)
+    for auth in ("on", "off"):
+        settings = {"server": {"allowed_hosts": allowed_hosts}, "auth": {"mode": auth}}
+        with in_process(tmp_path / auth, host=bind, **settings) as app:
+            r = app.client.get("/api/version", headers={"Host": host})
+            assert r.status_code == (200 if ok else 403), r.text
 
 
 def test_a_public_bind_warns_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with (
         caplog.at_level(logging.WARNING, "llmux.server.app"),
-        in_process(tmp_path, host="0.0.0.0:11434"),
+        in_process(tmp_path, host="0.0.0.0:11434", auth={"mode": "on"}),
     ):
         pass
     assert any("reachable from the network" in r.getMessage() for r in caplog.records)

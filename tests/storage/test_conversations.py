@@ -179,3 +179,21 @@ async def test_offsets_past_a_64_bit_integer_find_nothing(db: Database) -> None:
     assert await repo.find(offset=2**63) == []
     assert await repo.find(query="one", offset=2**63) == []
     assert [c.title for c in await repo.find(limit=2**64)] == ["one"]
+
+
+async def test_an_owner_lists_and_searches_only_their_own(db: Database) -> None:
+    repo = SqlConversations(db)
+    mine = await repo.create(title="apple pie", owner="alice")
+    theirs = await repo.create(title="apple tart", owner="bob")
+    await repo.append(mine.id, NewMessage("user", "banana bread recipe"))
+    await repo.append(theirs.id, NewMessage("user", "banana split recipe"))
+    loose = await repo.create(title="apple crumble")  # made with access control off
+    assert {c.id for c in await repo.find(owner="alice")} == {mine.id}
+    assert {c.id for c in await repo.find(owner="bob")} == {theirs.id}
+    assert {c.id for c in await repo.find(query="apple", owner="alice")} == {mine.id}
+    assert {c.id for c in await repo.find(query="banana", owner="bob")} == {theirs.id}
+    assert {c.id for c in await repo.find(query="banana")} == {mine.id, theirs.id}
+    assert (await repo.get(mine.id)).owner == "alice"
+    assert await repo.adopt("root") == 1
+    assert (await repo.get(loose.id)).owner == "root"
+    assert {c.id for c in await repo.find(query="apple", owner="root")} == {loose.id}

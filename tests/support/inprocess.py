@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from llmux.auth.control import AccessControl
 from llmux.config import Settings, StoreSettings
 from llmux.core.context import RequestContext
 from llmux.gateway import Gateway
@@ -21,7 +22,7 @@ from llmux.models.manager import ModelManager
 from llmux.models.store import ModelStore
 from llmux.policies import Handler, Operation, Outcome, PassThrough, Policy
 from llmux.server.app import create_app
-from llmux.services import Services
+from llmux.services import Services, access_control
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
 from llmux.upstream.router import UpstreamRouter
@@ -62,6 +63,7 @@ class App:
     backend: FakeBackend
     gateway: Gateway
     settings: Settings
+    access: AccessControl
 
 
 @contextmanager
@@ -84,7 +86,9 @@ def in_process(
         policies=policies,
     )
     db = Database(database_url(None, tmp_path))
-    services = Services(gateway, ChatHistory(SqlConversations(db), gateway), db)
+    access = access_control(config, db)
+    history = ChatHistory(SqlConversations(db), gateway, admins_see_all=config.auth.admins_see_all)
+    services = Services(gateway, history, db, access)
     app = create_app(config, services)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
-        yield App(client, backend, gateway, config)
+        yield App(client, backend, gateway, config, access)

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from llmux import __version__
-from llmux.cli import conversations, models
+from llmux.cli import access, conversations, models
 from llmux.cli.common import (
     ConfigOpt,
     OptionOpt,
@@ -42,15 +44,29 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port to bind")] = None,
     config: ConfigOpt = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="serve HTTPS with this PEM certificate")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="the certificate's PEM private key")
+    ] = None,
 ) -> None:
     """Start the server (default 127.0.0.1:11434) with the bundled model ready."""
     import uvicorn
 
     from llmux.observability import logs
+    from llmux.server.access import auth_enabled
     from llmux.server.app import create_app
     from llmux.storage.database import database_url, preflight
 
-    base = settings(config, server={"log_level": log_level} if log_level else None)
+    server_overrides: dict[str, object] = {}
+    if log_level:
+        server_overrides["log_level"] = log_level
+    if tls_cert:
+        server_overrides["tls_cert"] = tls_cert
+    if tls_key:
+        server_overrides["tls_key"] = tls_key
+    base = settings(config, server=server_overrides or None)
     bind_host, bind_port = base.bind
     if host:
         try:
@@ -71,17 +87,39 @@ def serve(
     logs.install()
     logging.basicConfig(level=level, format=logs.LOG_FORMAT)
     try:
+        auth_enabled(configured)  # refuses an unsafe bind before anything else
         asyncio.run(preflight(database_url(configured.storage.database_url, configured.home_dir)))
     except LlmuxError as exc:
         fail(exc.message)
-    err.print(f"llmux {__version__} listening on http://{bind_host}:{bind_port}")
-    uvicorn.run(
-        create_app(configured),
-        host=bind_host,
-        port=bind_port,
-        log_level=configured.server.log_level.lower(),
-        timeout_graceful_shutdown=10,
+    try:
+        app = create_app(configured)
+    except LlmuxError as exc:
+        fail(exc.message)
+    tls = configured.server
+    if bool(tls.tls_cert) != bool(tls.tls_key):
+        fail("HTTPS needs both --tls-cert and --tls-key ([server] tls_cert and tls_key)")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=bind_host,
+            port=bind_port,
+            log_level=configured.server.log_level.lower(),
+            timeout_graceful_shutdown=10,
+            ssl_certfile=str(tls.tls_cert) if tls.tls_cert else None,
+            ssl_keyfile=str(tls.tls_key) if tls.tls_key else None,
+        )
     )
+    try:
+        server.config.load()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        fail(f"cannot serve HTTPS with {tls.tls_cert} and {tls.tls_key}: {exc}")
+    if server.config.ssl is not None:
+        server.config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2  # 1.3 when both can
+    scheme = "https" if server.config.ssl is not None else "http"
+    err.print(f"llmux {__version__} listening on {scheme}://{bind_host}:{bind_port}")
+    server.run()
+    if not server.started:  # the port was taken, say (uvicorn logged why)
+        raise typer.Exit(3)
 
 
 def _mb(size: int) -> str:
@@ -171,6 +209,7 @@ def chat(
 
 models.register(app)
 app.add_typer(conversations.app, name="conversations")
+access.register(app)
 
 
 def main() -> None:

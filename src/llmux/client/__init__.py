@@ -7,6 +7,7 @@ Shaped like the official ``ollama`` client (``chat``, ``generate``, ``embed``, `
 
 from llmux.client.aio import AsyncClient, AsyncConversations, AsyncStream
 from llmux.client.errors import (
+    AuthenticationError,
     CircuitOpenError,
     ClientError,
     RequestError,
@@ -37,6 +38,7 @@ __all__ = [
     "AsyncClient",
     "AsyncConversations",
     "AsyncStream",
+    "AuthenticationError",
     "ChatResponse",
     "CircuitBreaker",
     "CircuitOpenError",

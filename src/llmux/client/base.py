@@ -13,6 +13,7 @@ from llmux import __version__
 from llmux.client.calls import Call
 from llmux.client.errors import decode_json, decode_line, raise_for_status
 from llmux.client.host import base_url
+from llmux.client.oauth import ClientCredentials
 from llmux.client.resilience import Attempts, CircuitBreaker, RetryPolicy
 
 T = TypeVar("T")
@@ -29,8 +30,12 @@ class ClientBase:
     limit; ``read_timeout`` is the longest wait for the next bytes, so a stream may run
     longer). ``retry``: a :class:`RetryPolicy`, or ``False`` for one try only. ``breaker``:
     a :class:`CircuitBreaker` (share one between clients to share its state), or ``False``.
-    ``api_key`` is sent as a bearer token (default ``LLMUX_API_KEY``). Other keywords
-    (``transport``, ``verify``, ``proxy``, ...) go to the underlying httpx client.
+    ``api_key`` is sent as a bearer token (default ``LLMUX_API_KEY``). Or, with
+    ``client_id`` and ``client_secret`` (defaults ``LLMUX_CLIENT_ID``,
+    ``LLMUX_CLIENT_SECRET``), the client gets an OAuth2 token from the server's
+    ``/oauth2/token`` itself and renews it 10 minutes before it expires (``scope``
+    narrows it). Other keywords (``transport``, ``verify``, ``proxy``, ...) go to the
+    underlying httpx client.
     """
 
     def __init__(
@@ -43,6 +48,9 @@ class ClientBase:
         breaker: CircuitBreaker | bool = True,
         headers: Mapping[str, str] | None = None,
         api_key: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        scope: str | None = None,
         **httpx_options: Any,
     ) -> None:
         self.base_url = base_url(host)
@@ -61,6 +69,16 @@ class ClientBase:
             **(headers or {}),
         }
         api_key = api_key if api_key is not None else os.environ.get("LLMUX_API_KEY")
+        client_id = client_id or os.environ.get("LLMUX_CLIENT_ID")
+        client_secret = client_secret or os.environ.get("LLMUX_CLIENT_SECRET")
+        self.credentials: ClientCredentials | None = None
+        if client_id and client_secret and not api_key:
+            self.credentials = ClientCredentials(
+                self.base_url + "/oauth2/token", client_id, client_secret, scope=scope
+            )
+            httpx_options.setdefault("auth", self.credentials)
+        elif (client_id or client_secret) and not api_key:
+            raise ValueError("OAuth2 client credentials need both client_id and client_secret")
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self._rng = random.Random()

@@ -3,6 +3,7 @@ become them::
 
     ClientError
     ├── ResponseError (error, status_code)   the server answered with an error
+    │   └── AuthenticationError              401: no valid API key or token
     └── RequestError                         no usable answer came back
         ├── UnreachableError                 could not connect (also a ``ConnectionError``)
         │   └── CircuitOpenError             failing fast after repeated failures
@@ -37,6 +38,11 @@ class ResponseError(ClientError):
 
     def __str__(self) -> str:
         return self.error
+
+
+class AuthenticationError(ResponseError):
+    """401: the server wants a valid credential (``api_key``, or ``client_id`` and
+    ``client_secret``); also raised when the token endpoint refuses the client."""
 
 
 class RequestError(ClientError):
@@ -83,7 +89,8 @@ def _message_of(body: Any) -> str | None:
 def raise_for_status(response: httpx.Response) -> None:
     """Raise :class:`ResponseError` for a 4xx/5xx answer whose body has been read."""
     if response.status_code >= 400:
-        raise ResponseError(
+        kind = AuthenticationError if response.status_code == 401 else ResponseError
+        raise kind(
             error_message(response.content, response.status_code, response.reason_phrase),
             response.status_code,
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Api = Literal["ollama", "openai", "deepseek"]
-PrincipalKind = Literal["anonymous", "user", "key", "client"]
+PrincipalKind = Literal["anonymous", "user", "key", "client", "token"]
 
 
 def new_request_id() -> str:
@@ -21,18 +21,25 @@ def new_request_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller. ``anonymous`` until access control fills it in; ``scopes`` empty and
-    ``models`` empty mean no restriction was attached."""
+    """The caller: a user (a UI session), one of a user's API keys, an OAuth2 client
+    (its token), or a token from an external identity provider. ``anonymous`` while
+    access control is off. ``models`` empty means every model; ``user_id`` is the user
+    the caller acts for (the key's or client's owner), which owns what it makes."""
 
     kind: PrincipalKind = "anonymous"
     id: str | None = None
     name: str = "anonymous"
     scopes: frozenset[str] = frozenset()
     models: tuple[str, ...] = ()  # allowed model patterns; empty = all
+    user_id: str | None = None
 
     @property
     def anonymous(self) -> bool:
         return self.kind == "anonymous"
+
+    @property
+    def admin(self) -> bool:
+        return self.kind == "anonymous" or "admin" in self.scopes
 
 
 ANONYMOUS = Principal()

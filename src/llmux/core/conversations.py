@@ -19,6 +19,7 @@ class Conversation:
     updated_at: float
     message_count: int
     snippet: str | None = None
+    owner: str | None = None  # the principal it belongs to (None: made with access control off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +56,16 @@ class ConversationNotFound(NotFound):
 
 class ConversationRepository(Protocol):
     async def create(
-        self, *, title: str = "", model: str = "", system: str = ""
+        self, *, title: str = "", model: str = "", system: str = "", owner: str | None = None
     ) -> Conversation: ...
 
     async def get(self, conversation_id: str) -> Conversation: ...
 
     async def find(
-        self, *, query: str = "", limit: int = 50, offset: int = 0
+        self, *, query: str = "", limit: int = 50, offset: int = 0, owner: str | None = None
     ) -> list[Conversation]: ...
+
+    async def adopt(self, owner: str) -> int: ...
 
     async def update(self, conversation_id: str, **fields: str) -> Conversation: ...
 

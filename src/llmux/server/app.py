@@ -5,14 +5,16 @@ Without ``services`` the lifespan builds them from the settings
 in its own (a gateway over a fake backend) and run the app in-process.
 
 Layers, outermost first: CORS > identity (request id, client, context) > error
-boundary > guard (Host, Origin, body size) > relay (fast path, keep-alives) > disconnect
-watch (cancels a model request whose client left) > routes.
+boundary > guard (Host, Origin, body size) > access (credentials, scopes; when access
+control is on) > relay (fast path, keep-alives) > disconnect watch (cancels a model
+request whose client left) > routes.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +28,7 @@ from llmux.observability import logs
 from llmux.protocols import conversations as cw
 from llmux.protocols.ollama import wire as ow
 from llmux.protocols.openai import wire as aw
+from llmux.server.access import Access, auth_enabled, warn_if_off
 from llmux.server.disconnect import DisconnectWatch
 from llmux.server.errors import ErrorBoundary, install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, HostCheck, origin_regex
@@ -33,6 +36,7 @@ from llmux.server.identity import Identity
 from llmux.server.openapi import openapi
 from llmux.server.relay import Relay
 from llmux.server.routes import (
+    access,
     admin,
     conversations,
     deepseek,
@@ -54,11 +58,16 @@ WIRE_MODELS: list[type[BaseModel]] = [
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    auth_on = auth_enabled(settings)  # a LlmuxError to refuse an unsafe start
+    warn_if_off(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = services or build_services(settings)
         await own.start()
         app.state.services = own
+        if auth_on:
+            await bootstrap(own, settings)
         log.info("llmux %s ready", __version__)
         # Imports and start-up leave ~140k objects that live as long as the process. In
         # the oldest GC generation every full collection walks them all: the event loop
@@ -86,19 +95,51 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.state.routes = []  # every route, for a 405's Allow header
-    for router in (ollama, models, openai, deepseek, conversations, ui, admin, websocket):
+    routers = (ollama, models, openai, deepseek, conversations, ui, admin, access, websocket)
+    for router in routers:
         app.include_router(router.router)
         app.state.routes.extend(router.router.routes)
     app.openapi = lambda: openapi(app, WIRE_MODELS)  # type: ignore[method-assign]
-    add_layers(app, settings)
+    add_layers(app, settings, auth=auth_on)
     return app
 
 
-def add_layers(app: FastAPI, settings: Settings) -> None:
+async def bootstrap(own: Services, settings: Settings) -> None:
+    """With access control on and no admin yet: the admin from the settings, or a
+    one-time setup token on the console (never in the log)."""
+    token = await own.access.bootstrap()
+    if token is None:
+        admin = await own.access.repo.first_admin()
+        if admin is not None:
+            await adopt(own, admin.id)
+        return
+    log.warning("access control is on and there is no admin yet; a setup token is printed")
+    print(
+        "\nllmux: no admin yet. Make the first one with this one-time setup token:\n"
+        f"  curl {settings.base_url}/auth/setup -d "
+        f'\'{{"token": "{token}", "name": "admin", "password": "..."}}\'\n'
+        "  (or: llmux users add NAME --admin, on this machine)\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def adopt(own: Services, admin_id: str) -> None:
+    """Conversations made while access control was off go to the first admin."""
+    count = await own.history.repo.adopt(admin_id)
+    if count:
+        log.info(
+            "access control: %d conversation(s) without an owner now belong to the admin", count
+        )
+
+
+def add_layers(app: FastAPI, settings: Settings, *, auth: bool = False) -> None:
     """The middleware, innermost first (each one added wraps the ones before)."""
     server = settings.server
     app.add_middleware(DisconnectWatch)
     app.add_middleware(Relay, keepalive_s=settings.gateway.keepalive_s)
+    if auth:
+        app.add_middleware(Access)
     host, port = settings.bind
     hosts = HostCheck(server.allowed_hosts, bind_host=host)
     if hosts.public:

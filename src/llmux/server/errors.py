@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 OPENAI_TYPES = {
     400: "invalid_request_error",
-    401: "authentication_error",
+    401: "invalid_request_error",  # as OpenAI answers a wrong key
     402: "insufficient_quota",
     403: "permission_error",
     404: "invalid_request_error",

@@ -61,6 +61,7 @@ conversations = Table(
     Column("created_at", Float),
     Column("updated_at", Float),
     Column("message_count", Integer),
+    Column("owner", Text),
 )
 messages = Table(
     "messages",
@@ -114,10 +115,12 @@ class SqlConversations:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, *, title: str = "", model: str = "", system: str = "") -> Conversation:
+    async def create(
+        self, *, title: str = "", model: str = "", system: str = "", owner: str | None = None
+    ) -> Conversation:
         now = time.time()
         title, model, system = storable(title), storable(model), storable(system)
-        row = Conversation(uuid.uuid4().hex, title, model, system, now, now, 0)
+        row = Conversation(uuid.uuid4().hex, title, model, system, now, now, 0, owner=owner)
         async with self.db.engine.begin() as conn:
             await conn.execute(
                 insert(conversations).values(
@@ -128,9 +131,18 @@ class SqlConversations:
                     created_at=now,
                     updated_at=now,
                     message_count=0,
+                    owner=owner,
                 )
             )
         return row
+
+    async def adopt(self, owner: str) -> int:
+        """Give every conversation without an owner to ``owner``; how many there were."""
+        async with self.db.engine.begin() as conn:
+            done = await conn.execute(
+                update(conversations).where(conversations.c.owner.is_(None)).values(owner=owner)
+            )
+        return int(done.rowcount or 0)
 
     async def get(self, conversation_id: str) -> Conversation:
         async with self.db.engine.connect() as conn:
@@ -148,23 +160,29 @@ class SqlConversations:
         return _conversation(found)
 
     async def find(
-        self, *, query: str = "", limit: int = 50, offset: int = 0
+        self, *, query: str = "", limit: int = 50, offset: int = 0, owner: str | None = None
     ) -> list[Conversation]:
+        """The newest first, or those matching ``query``; only ``owner``'s when given."""
         terms = search_terms(query)
         limit, offset = min(max(limit, 0), MAX_ROWS), min(max(offset, 0), MAX_ROWS)
         async with self.db.engine.connect() as conn:
             if not terms:
+                query_ = select(*_CONVERSATION_COLUMNS)
+                if owner is not None:
+                    query_ = query_.where(conversations.c.owner == owner)
                 rows = await conn.execute(
-                    select(*_CONVERSATION_COLUMNS)
-                    .order_by(conversations.c.updated_at.desc())
-                    .limit(limit)
-                    .offset(offset)
+                    query_.order_by(conversations.c.updated_at.desc()).limit(limit).offset(offset)
                 )
                 return [_conversation(r) for r in rows]
-            return await self._search(conn, terms, limit, offset)
+            return await self._search(conn, terms, limit, offset, owner)
 
     async def _search(
-        self, conn: AsyncConnection, terms: list[str], limit: int, offset: int
+        self,
+        conn: AsyncConnection,
+        terms: list[str],
+        limit: int,
+        offset: int,
+        owner: str | None = None,
     ) -> list[Conversation]:
         """Conversations whose newest match is newest come first.
 
@@ -174,8 +192,10 @@ class SqlConversations:
         in most messages costs no more than a rare one. Otherwise the whole index is asked
         for the (then few) remaining matches.
         """
-        sql = _SEARCH[self.db.dialect]
+        sql = _SEARCH[self.db.dialect].for_owner(owner is not None)
         q: dict[str, Any] = {"q": _match_expression(self.db.dialect, terms)}
+        if owner is not None:
+            q["owner"] = owner
         ranked: dict[str, float] = {}
         for cid, updated in await conn.execute(text(sql.titles), q):
             ranked[cid] = updated
@@ -338,6 +358,7 @@ def _conversation(row: Sequence[Any], snippet: str | None = None) -> Conversatio
         updated_at=row[5],
         message_count=row[6],
         snippet=snippet,
+        owner=row[7],
     )
 
 
@@ -355,37 +376,48 @@ def snippet(content: str, terms: Sequence[str], width: int = 12) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _SearchSql:
+    """``{join}`` and ``{only}`` narrow a query to one owner's conversations."""
+
     titles: str  # (conversation id, updated_at) whose title matches
     recent: str  # (conversation id, message id, created_at) matching, message id > :after
     messages: str  # the same for message id < :before
+
+    def for_owner(self, narrowed: bool) -> _SearchSql:
+        join = " JOIN conversations c ON c.id = m.conversation_id" if narrowed else ""
+        only = " AND c.owner = :owner" if narrowed else ""
+        return _SearchSql(
+            self.titles.format(join="", only=only),
+            self.recent.format(join=join, only=only),
+            self.messages.format(join=join, only=only),
+        )
 
 
 _SEARCH = {
     "sqlite": _SearchSql(
         titles="""
             SELECT c.id, c.updated_at FROM conversations c WHERE c.rowid IN
-                (SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH :q)""",
+                (SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH :q){only}""",
         recent="""
             SELECT m.conversation_id, m.id, m.created_at
-            FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
-            WHERE messages_fts MATCH :q AND messages_fts.rowid > :after""",
+            FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid{join}
+            WHERE messages_fts MATCH :q AND messages_fts.rowid > :after{only}""",
         messages="""
             SELECT m.conversation_id, m.id, m.created_at
-            FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
-            WHERE messages_fts MATCH :q AND messages_fts.rowid < :before""",
+            FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid{join}
+            WHERE messages_fts MATCH :q AND messages_fts.rowid < :before{only}""",
     ),
     "postgresql": _SearchSql(
         titles="""
             SELECT c.id, c.updated_at FROM conversations c
-            WHERE c.search @@ to_tsquery('simple', :q)""",
+            WHERE c.search @@ to_tsquery('simple', :q){only}""",
         # "IS TRUE" keeps the planner on the primary-key range: the GIN index would
         # read every match of a common word first
         recent="""
-            SELECT m.conversation_id, m.id, m.created_at FROM messages m
-            WHERE m.id > :after AND (m.search @@ to_tsquery('simple', :q)) IS TRUE""",
+            SELECT m.conversation_id, m.id, m.created_at FROM messages m{join}
+            WHERE m.id > :after AND (m.search @@ to_tsquery('simple', :q)) IS TRUE{only}""",
         messages="""
-            SELECT m.conversation_id, m.id, m.created_at FROM messages m
-            WHERE m.search @@ to_tsquery('simple', :q) AND m.id < :before""",
+            SELECT m.conversation_id, m.id, m.created_at FROM messages m{join}
+            WHERE m.search @@ to_tsquery('simple', :q) AND m.id < :before{only}""",
     ),
 }
 

@@ -89,6 +89,46 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
+# 2: principals (access control): users, their API keys, OAuth2 clients, revoked token
+# ids. The same SQL on both databases.
+_PRINCIPALS = [
+    "CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+    "password_hash TEXT NOT NULL DEFAULT '', role TEXT NOT NULL DEFAULT 'user', "
+    "disabled BOOLEAN NOT NULL DEFAULT FALSE, created_at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE api_keys (id TEXT PRIMARY KEY, "
+    "user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE, "
+    "name TEXT NOT NULL DEFAULT '', hash TEXT NOT NULL, scopes TEXT NOT NULL DEFAULT '', "
+    "models TEXT NOT NULL DEFAULT '', created_at DOUBLE PRECISION NOT NULL, "
+    "expires_at DOUBLE PRECISION, last_used_at DOUBLE PRECISION, revoked_at DOUBLE PRECISION)",
+    "CREATE INDEX api_keys_user ON api_keys (user_id)",
+    "CREATE TABLE oauth_clients (id TEXT PRIMARY KEY, "
+    "owner_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE, "
+    "name TEXT NOT NULL DEFAULT '', secret_hash TEXT NOT NULL, sealed_secret TEXT NOT NULL, "
+    "scopes TEXT NOT NULL DEFAULT '', models TEXT NOT NULL DEFAULT '', "
+    "created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)",
+    "CREATE TABLE revoked_tokens (jti TEXT PRIMARY KEY, "
+    "expires_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION NOT NULL)",
+]
+MIGRATIONS.append({"sqlite": _PRINCIPALS, "postgresql": _PRINCIPALS})
+
+# 3: conversations belong to a principal (NULL: made while access control was off; the
+# first admin adopts them when access control comes on)
+_OWNERS = [
+    "ALTER TABLE conversations ADD COLUMN owner TEXT",
+    "CREATE INDEX conversations_owner ON conversations (owner, updated_at DESC)",
+]
+MIGRATIONS.append({"sqlite": _OWNERS, "postgresql": _OWNERS})
+
+# 4: web UI sessions, by the keyed hash of their cookie
+_SESSIONS = [
+    "CREATE TABLE sessions (id TEXT PRIMARY KEY, "
+    "user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE, csrf TEXT NOT NULL, "
+    "created_at DOUBLE PRECISION NOT NULL, last_seen_at DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX sessions_user ON sessions (user_id)",
+]
+MIGRATIONS.append({"sqlite": _SESSIONS, "postgresql": _SESSIONS})
+
+
 def migrate(conn: Connection, dialect: str) -> int:
     """Apply every migration not yet recorded; return the schema version."""
     conn.execute(

@@ -29,7 +29,9 @@ async def create(request: Request) -> JSONResponse:
     model = h.gateway.resolve_name(body.model) if body.model else ""
     if model:
         h.gateway.require_model(model)  # 404 for an unknown model
-    conv = await h.repo.create(title=body.title.strip(), model=model, system=body.system)
+    conv = await h.create(
+        context(request), title=body.title.strip(), model=model, system=body.system
+    )
     return JSONResponse(wire.conversation_object(conv), status_code=201)
 
 
@@ -40,21 +42,22 @@ async def find(
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> dict[str, Any]:
-    found = await history(request).repo.find(query=q, limit=limit, offset=offset)
+    found = await history(request).find(context(request), query=q, limit=limit, offset=offset)
     return {"conversations": [wire.conversation_object(c) for c in found]}
 
 
 @router.get("/{conversation_id}")
 async def get(request: Request, conversation_id: str) -> dict[str, Any]:
-    repo = history(request).repo
-    conv = await repo.get(conversation_id)
-    return wire.conversation_object(conv, await repo.messages(conversation_id))
+    h = history(request)
+    conv = await h.conversation(context(request), conversation_id)
+    return wire.conversation_object(conv, await h.repo.messages(conversation_id))
 
 
 @router.patch("/{conversation_id}", openapi_extra=request_body(wire.PatchBody))
 async def patch(request: Request, conversation_id: str) -> dict[str, Any]:
     body = await parse_body(request, wire.PatchBody)
     h = history(request)
+    await h.conversation(context(request), conversation_id)
     fields = body.model_dump(include={"title", "model", "system"}, exclude_none=True)
     if fields.get("title") is not None:
         fields["title"] = fields["title"].strip()
@@ -66,7 +69,9 @@ async def patch(request: Request, conversation_id: str) -> dict[str, Any]:
 
 @router.delete("/{conversation_id}", status_code=204)
 async def remove(request: Request, conversation_id: str) -> Response:
-    await history(request).repo.delete(conversation_id)
+    h = history(request)
+    await h.conversation(context(request), conversation_id)
+    await h.repo.delete(conversation_id)
     return Response(status_code=204)
 
 
@@ -108,9 +113,9 @@ async def export(request: Request, conversation_id: str, format: str = "markdown
         raise InvalidRequest(
             f"unknown export format {format!r}: use markdown or json", param="format"
         )
-    repo = history(request).repo
-    conv = await repo.get(conversation_id)
-    messages = await repo.messages(conversation_id)
+    h = history(request)
+    conv = await h.conversation(context(request), conversation_id)
+    messages = await h.repo.messages(conversation_id)
     if kind == "json":
         text, media, ext = wire.export_json(conv, messages), "application/json", "json"
     else:

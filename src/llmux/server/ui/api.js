@@ -12,6 +12,18 @@ export class ApiError extends Error {
 
 const url = (path) => new URL(`../${path}`, document.baseURI).toString();
 
+// With access control on, the page is signed in by an HttpOnly session cookie; every
+// change also sends the session's CSRF token, which the server set in llmux_csrf.
+function csrfToken() {
+  const found = document.cookie.split("; ").find((c) => c.startsWith("llmux_csrf="));
+  return found ? decodeURIComponent(found.slice("llmux_csrf=".length)) : "";
+}
+
+const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/** Where the page goes when the server wants a login (401). */
+export const LOGIN_PAGE = "login.html";
+
 async function errorFrom(response) {
   let message = `${response.status} ${response.statusText}`.trim();
   try {
@@ -28,15 +40,21 @@ async function errorFrom(response) {
 async function request(method, path, { body, signal } = {}) {
   let response;
   try {
+    const headers = body === undefined ? {} : { "Content-Type": "application/json" };
+    if (!SAFE.has(method)) headers["X-CSRF-Token"] = csrfToken();
     response = await fetch(url(path), {
       method,
       signal,
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (err) {
     if (err.name === "AbortError") throw err;
     throw new ApiError("cannot reach the llmux server; is it still running?");
+  }
+  if (response.status === 401 && !path.startsWith("auth/")) {
+    // signed out (or the session ended): to the login page, back here afterwards
+    location.assign(`${LOGIN_PAGE}?next=${encodeURIComponent(location.pathname + location.hash)}`);
   }
   if (!response.ok) throw await errorFrom(response);
   return response;
@@ -51,6 +69,15 @@ const conv = (id) => `api/conversations/${encodeURIComponent(id)}`;
 
 export const api = {
   version: async () => (await json("GET", "api/version")).version ?? "",
+  // access control (docs/security.md)
+  me: () => json("GET", "auth/me"),
+  login: (name, password) => json("POST", "auth/login", { body: { name, password } }),
+  logout: () => json("POST", "auth/logout"),
+  keys: async () => (await json("GET", "api/keys")).keys ?? [],
+  createKey: (fields) => json("POST", "api/keys", { body: fields }),
+  revokeKey: (id) => json("DELETE", `api/keys/${encodeURIComponent(id)}`),
+  users: async () => (await json("GET", "admin/users")).users ?? [],
+  allKeys: async () => (await json("GET", "admin/keys")).keys ?? [],
   models: async () => (await json("GET", "api/tags")).models ?? [],
   list: async (q = "", { signal } = {}) => {
     const query = new URLSearchParams({ limit: "100" });

@@ -141,8 +141,8 @@ async function openConversation(id) {
     sidebar.close();
     ui.prompt.focus();
   } catch (err) {
+    if (err.status === 404) newChat({ focus: false }); // (it clears errors: first)
     showError(err);
-    if (err.status === 404) newChat({ focus: false });
   } finally {
     if (state.loading === id) state.loading = null;
   }
@@ -371,6 +371,28 @@ api.version().then(
   (version) => ($("server-version").textContent = `llmux ${version}`),
   () => {},
 );
+showAccount();
+
+/** Signed in (access control on): who, a link to the API keys page, and log out. */
+async function showAccount() {
+  let me;
+  try {
+    me = await api.me();
+  } catch {
+    return; // a 401 already went to the login page
+  }
+  if (!me || me.kind === "anonymous") return; // access control is off
+  $("account-name").textContent = me.name;
+  $("account").hidden = false;
+}
+
+$("logout").addEventListener("click", async () => {
+  try {
+    await api.logout();
+  } finally {
+    location.assign("login.html");
+  }
+});
 await Promise.all([loadModels(), sidebar.refresh()]);
 routeFromHash();
 if (!location.hash) ui.prompt.focus();
