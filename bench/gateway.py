@@ -157,6 +157,7 @@ def start_llmux(
     upstream: str,
     name: str = "llmux",
     exposed: str = MODEL,
+    probe: str = "/v1/models",
     **settings: str,
 ) -> Target:
     """llmux with one OpenAI-type upstream serving ``MODEL`` as ``exposed``; ``settings``
@@ -183,7 +184,7 @@ def start_llmux(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    run = wait_ready(Running(name, url, proc, log), "/v1/models")
+    run = wait_ready(Running(name, url, proc, log), probe)
     return Target(name, url + "/v1", run=run, model=exposed)
 
 
@@ -196,7 +197,7 @@ def start_llmux_auth(work: Path, upstream: str) -> Target:
     """llmux with access control on; every request carries an API key (verified once,
     then from the 1 s cache, as in production)."""
     target = start_llmux(
-        work, upstream, "llmux+auth", LLMUX_AUTH__MODE="on",
+        work, upstream, "llmux+auth", probe="/", LLMUX_AUTH__MODE="on",
         LLMUX_AUTH__SECRET="bench-secret-" + "x" * 32, LLMUX_AUTH__ADMIN_PASSWORD="bench password",
     )  # fmt: skip
     assert target.run is not None

@@ -2,6 +2,10 @@
 servers started at once, c=1 and c=32 non-streaming loads alternating between them.
 
     .venv/bin/python bench/gateway_ab.py --before-src /tmp/before/src [--rounds 4]
+    .venv/bin/python bench/gateway_ab.py --auth [--rounds 6]
+
+``--auth`` compares this version with itself: access control off, and on with every
+request carrying an API key (``llmux+auth`` of ``bench/gateway.py``).
 
 ``--before-src`` is the ``src`` folder of another checkout (``git worktree add
 /tmp/before <rev>``). Single runs of ``bench/gateway.py`` drift with the machine; this
@@ -33,10 +37,13 @@ def start(work: Path, upstream: str, tag: str, src: str | None) -> g.Target:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--before-src", required=True, help="src folder of the other version")
+    ap.add_argument("--before-src", help="src folder of the other version")
+    ap.add_argument("--auth", action="store_true", help="access control off vs on instead")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--duration", type=float, default=3.0)
     args = ap.parse_args()
+    if bool(args.before_src) == args.auth:
+        ap.error("give --before-src or --auth")
     import tempfile
 
     work = Path(tempfile.mkdtemp(prefix="llmux-bench-ab-"))
@@ -44,10 +51,13 @@ def main() -> None:
     upstream = f"http://127.0.0.1:{up_port}"
     up = g.spawn("upstream", [sys.executable, g.__file__, "--serve-upstream", str(up_port)],
                  work, "/v1/models", upstream)  # fmt: skip
-    targets = [
-        start(work, upstream, "before", args.before_src),
-        start(work, upstream, "after", None),
-    ]
+    if args.auth:
+        targets = [g.start_llmux(work, upstream, "llmux"), g.start_llmux_auth(work, upstream)]
+    else:
+        targets = [
+            start(work, upstream, "before", args.before_src),
+            start(work, upstream, "after", None),
+        ]
     direct = g.Target("direct", upstream + "/v1")
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {
         t.name: {1: [], 32: []} for t in [direct, *targets]

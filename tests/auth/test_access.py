@@ -328,3 +328,24 @@ def test_the_admin_api(app: App) -> None:
     assert bad.status_code == 400 and "unknown scope" in bad.json()["error"]["message"]
     user_key = key_for(app, make_user(app, "dave"))
     assert app.client.get("/admin/users", headers=bearer(user_key)).status_code == 403
+
+
+def test_concurrent_checks_of_one_credential_ask_the_database_once(app: App) -> None:
+    import asyncio
+
+    user = make_user(app)
+    key = key_for(app, user)
+    asked: list[str] = []
+    real = app.access.repo.key
+
+    async def counting(key_id: str) -> Any:
+        asked.append(key_id)
+        return await real(key_id)
+
+    app.access.repo.key = counting  # type: ignore[method-assign]
+
+    async def many() -> list[Any]:
+        return await asyncio.gather(*(app.access.authenticate(key, None) for _ in range(20)))
+
+    principals = app.client.portal.call(many)  # type: ignore[attr-defined]
+    assert len(asked) == 1 and {p.id for p in principals} == {principals[0].id}

@@ -36,7 +36,15 @@ from llmux.auth.secrets import (
 )
 from llmux.config import AuthSettings
 from llmux.core.context import Principal
-from llmux.errors import Forbidden, InvalidRequest, NotFound, RateLimited, Unauthorized
+from llmux.errors import (
+    Forbidden,
+    InvalidRequest,
+    LlmuxError,
+    NotFound,
+    RateLimited,
+    ServerBusy,
+    Unauthorized,
+)
 from llmux.storage.principals import ClientRow, KeyRow, SessionRow, SqlPrincipals, User
 
 log = logging.getLogger(__name__)
@@ -70,6 +78,8 @@ class AccessControl:
         self.settings = settings
         self.issuers = {i.issuer: i for i in issuers or []}
         self._cache: dict[str, _Cached] = {}
+        self._pending: dict[str, asyncio.Future[Principal]] = {}
+        self._generation = 0  # bumped by every revocation: a check begun before it is not cached
         self._failures: dict[str, deque[float]] = {}
         self._touched: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -119,18 +129,55 @@ class AccessControl:
         fingerprint = _fingerprint(credential)
         hit = self._cache.get(fingerprint)
         if hit is not None and hit.until > now and (hit.expires_at or 1e18) > time.time():
+            if hit.until - now < self.settings.cache_s / 2:
+                self._check(fingerprint, credential, now)  # refreshed ahead, in the background
             return hit.principal
         try:
-            principal, expires_at, owner = await self._verify(credential)
+            return await asyncio.shield(self._check(fingerprint, credential, now))
         except Unauthorized:
             self._failed(client, now)
             raise
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[fingerprint] = _Cached(
-            principal, now + self.settings.cache_s, expires_at, owner
-        )
+
+    def _check(
+        self, fingerprint: str, credential: str, started: float
+    ) -> asyncio.Future[Principal]:
+        """The one check of a credential in flight (requests that need it meanwhile wait
+        for the same one): it asks the database and caches what it found until
+        ``started + cache_s``, so a cached answer is never older than that."""
+        pending = self._pending.get(fingerprint)
+        if pending is None:
+            pending = asyncio.ensure_future(self._check_and_cache(fingerprint, credential, started))
+            self._pending[fingerprint] = pending
+            pending.add_done_callback(lambda done: self._settled(fingerprint, done))
+        return pending
+
+    async def _check_and_cache(
+        self, fingerprint: str, credential: str, started: float
+    ) -> Principal:
+        generation = self._generation
+        try:
+            principal, expires_at, owner = await self._verify(credential)
+        except Unauthorized:
+            self._cache.pop(fingerprint, None)
+            raise
+        except LlmuxError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the database, unreachable or failing
+            log.warning("auth: cannot check a credential: %s", exc)
+            raise ServerBusy("cannot check credentials right now: the database is "
+                             "unavailable", retry_after=1) from None  # fmt: skip
+        if generation == self._generation:  # nothing was revoked meanwhile
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[fingerprint] = _Cached(
+                principal, started + self.settings.cache_s, expires_at, owner
+            )
         return principal
+
+    def _settled(self, fingerprint: str, done: asyncio.Future[Any]) -> None:
+        self._pending.pop(fingerprint, None)
+        if not done.cancelled():
+            done.exception()  # retrieved, even when no request waited for it
 
     async def _verify(self, credential: str) -> tuple[Principal, float | None, str]:
         parsed = parse_api_key(credential)
@@ -373,10 +420,12 @@ class AccessControl:
 
     def forget(self, owner: str) -> None:
         """Drop cached verifications that came from ``owner`` (a key, client or jti)."""
+        self._generation += 1
         for fingerprint in [f for f, c in self._cache.items() if c.owner == owner]:
             del self._cache[fingerprint]
 
     def forget_user(self, user_id: str) -> None:
+        self._generation += 1
         for fingerprint in [f for f, c in self._cache.items() if c.principal.user_id == user_id]:
             del self._cache[fingerprint]
 
@@ -515,6 +564,7 @@ class AccessControl:
     async def revoke_client(self, client_id: str) -> None:
         if not await self.repo.revoke_client(client_id):
             raise NotFound(f"no active client {client_id!r}")
+        self._generation += 1
         for fingerprint in [f for f, c in self._cache.items() if c.principal.id == client_id]:
             del self._cache[fingerprint]
 

@@ -16,7 +16,6 @@ refuses to serve beyond loopback without it unless ``[auth] mode = "off"``.
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import logging
 from typing import Any
@@ -112,6 +111,7 @@ class Access:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._templates: dict[tuple[str, str], str | None] = {}
+        self._control: AccessControl | None = None
 
     def _template(self, scope: Scope) -> str | None:
         key = (scope["type"], scope["path"])
@@ -140,7 +140,7 @@ class Access:
         await self.app(scope, receive, send)
 
     async def _admit(self, scope: Scope, required: str) -> None:
-        control: AccessControl = scope["app"].state.services.access
+        control = self._control or self._find_control(scope)
         state: dict[str, Any] = scope.setdefault("state", {})
         ctx = state.get("ctx")
         given = credential(scope)
@@ -167,5 +167,11 @@ class Access:
                 required,
                 f"this credential lacks the '{required}' scope this route requires",
             )
-        if isinstance(ctx, RequestContext):
-            state["ctx"] = dataclasses.replace(ctx, principal=principal)
+        if isinstance(ctx, RequestContext):  # (not dataclasses.replace: 5x the time)
+            state["ctx"] = RequestContext(ctx.api, ctx.route, ctx.request_id, ctx.client, principal)
+
+    def _find_control(self, scope: Scope) -> AccessControl:
+        """The app's access control, once its services are up (the lifespan made them)."""
+        found: AccessControl = scope["app"].state.services.access
+        self._control = found
+        return found
