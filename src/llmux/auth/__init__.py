@@ -6,8 +6,10 @@
 * :mod:`.tokens`: JWTs: issued by ``/oauth2/token``, signed by a client itself, or from
   an external identity provider (JWKS or PEM keys).
 * :mod:`.control`: :class:`~.control.AccessControl`, which turns a request's
-  credentials into a :class:`~llmux.core.context.Principal` (cached, throttled) and
-  manages users, keys and clients.
+  credentials (a key, a token, a UI session) into a
+  :class:`~llmux.core.context.Principal`;
+* :mod:`.cache`: what it remembers: verified credentials, failed attempts;
+* :mod:`.manage`: managing users, keys, clients and tokens, and issuing OAuth2 tokens.
 
 The ASGI layer that applies it to every route is ``server/access.py``; the SQL rows
 live in ``storage/principals.py``. See docs/security.md.

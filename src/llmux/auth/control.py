@@ -1,12 +1,12 @@
-"""AccessControl: credentials in, a Principal out; and the management of users, keys
-and OAuth2 clients (for the admin API, a user's own keys and the CLI).
+"""AccessControl: credentials in, a Principal out.
 
-Verified credentials are cached in process for ``[auth] cache_s`` (1 s by default): a
-check then costs a dictionary lookup, and a key, client or token revoked on any replica
-is refused by every replica within that time (the cache on the revoking replica is
-dropped at once). Failed attempts are counted per client address; past
-``[auth] max_failures`` in ``[auth] failure_window_s`` the address gets 429 until the
-window has passed. No credential is ever written to a log or an error message.
+Verified credentials are cached in process for ``[auth] cache_s`` (1 s by default):
+a check then costs a dictionary lookup, and a key, client or token revoked on any
+replica is refused by every replica within that time (the cache on the revoking replica
+is dropped at once; ``cache.py``). While a credential is in use its entry is renewed in
+the background before it lapses, one database check at a time. Failed attempts are
+counted per client address (``cache.Throttle``). No credential is ever written to a log
+or an error message. Managing users, keys and clients is ``manage.py``'s.
 """
 
 from __future__ import annotations
@@ -18,18 +18,16 @@ import hmac
 import logging
 import secrets as pysecrets
 import time
-from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from llmux.auth import scopes as sc
 from llmux.auth import tokens
+from llmux.auth.cache import Cached
+from llmux.auth.manage import Management
 from llmux.auth.secrets import (
     MIN_HMAC_SECRET,
     Keyring,
     hash_password,
-    new_api_key,
-    new_id,
     new_secret,
     parse_api_key,
     password_matches,
@@ -37,18 +35,13 @@ from llmux.auth.secrets import (
 from llmux.config import AuthSettings
 from llmux.core.context import Principal
 from llmux.errors import (
-    Forbidden,
-    InvalidRequest,
     LlmuxError,
-    NotFound,
-    RateLimited,
     ServerBusy,
     Unauthorized,
 )
-from llmux.storage.principals import ClientRow, KeyRow, SessionRow, SqlPrincipals, User
+from llmux.storage.principals import SessionRow, SqlPrincipals, User
 
 log = logging.getLogger(__name__)
-MIN_PASSWORD = 8
 TOUCH_EVERY_S = 60.0  # last_used_at is written at most this often per key
 
 
@@ -56,16 +49,10 @@ def _fingerprint(credential: str) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()
 
 
-@dataclass(slots=True)
-class _Cached:
-    principal: Principal
-    until: float
-    expires_at: float | None  # the credential's own expiry
-    owner: str  # the key id, client id or jti it came from, to drop on revocation
-    csrf: str = ""  # a UI session's CSRF token
+class AccessControl(Management):
+    """Credentials in, a :class:`Principal` out (API keys, tokens, UI sessions); the
+    management of users, keys and clients comes from :class:`Management`."""
 
-
-class AccessControl:
     def __init__(
         self,
         repo: SqlPrincipals,
@@ -73,14 +60,9 @@ class AccessControl:
         settings: AuthSettings,
         issuers: list[tokens.ExternalIssuer] | None = None,
     ) -> None:
-        self.repo = repo
-        self.keyring = keyring
-        self.settings = settings
+        super().__init__(repo, keyring, settings)
         self.issuers = {i.issuer: i for i in issuers or []}
-        self._cache: dict[str, _Cached] = {}
         self._pending: dict[str, asyncio.Future[Principal]] = {}
-        self._generation = 0  # bumped by every revocation: a check begun before it is not cached
-        self._failures: dict[str, deque[float]] = {}
         self._touched: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.setup_token: str | None = None
@@ -109,10 +91,10 @@ class AccessControl:
     async def setup(self, token: str, name: str, password: str, client: str | None) -> User:
         """The first admin, made with the setup token; the token then stops working."""
         now = time.monotonic()
-        self._check_throttle(client, now)
+        self.throttle.check(client, now)
         expected = self.setup_token
         if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
-            self._failed(client, now)
+            self.throttle.failed(client, now)
             raise Unauthorized("the setup token is not valid (it is printed at start-up "
                                "while no admin exists)", error="invalid_token")  # fmt: skip
         user = await self.add_user(name, password, "admin")
@@ -125,9 +107,9 @@ class AccessControl:
         """The principal a bearer credential (an API key or a JWT) stands for, or
         Unauthorized; 429 for an address with too many recent failures."""
         now = time.monotonic()
-        self._check_throttle(client, now)
+        self.throttle.check(client, now)
         fingerprint = _fingerprint(credential)
-        hit = self._cache.get(fingerprint)
+        hit = self.cache.entries.get(fingerprint)
         if hit is not None and hit.until > now and (hit.expires_at or 1e18) > time.time():
             if hit.until - now < self.settings.cache_s / 2:
                 self._check(fingerprint, credential, now)  # refreshed ahead, in the background
@@ -135,7 +117,7 @@ class AccessControl:
         try:
             return await asyncio.shield(self._check(fingerprint, credential, now))
         except Unauthorized:
-            self._failed(client, now)
+            self.throttle.failed(client, now)
             raise
 
     def _check(
@@ -154,11 +136,11 @@ class AccessControl:
     async def _check_and_cache(
         self, fingerprint: str, credential: str, started: float
     ) -> Principal:
-        generation = self._generation
+        generation = self.cache.generation
         try:
             principal, expires_at, owner = await self._verify(credential)
         except Unauthorized:
-            self._cache.pop(fingerprint, None)
+            self.cache.entries.pop(fingerprint, None)
             raise
         except LlmuxError:
             raise
@@ -166,12 +148,9 @@ class AccessControl:
             log.warning("auth: cannot check a credential: %s", exc)
             raise ServerBusy("cannot check credentials right now: the database is "
                              "unavailable", retry_after=1) from None  # fmt: skip
-        if generation == self._generation:  # nothing was revoked meanwhile
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[fingerprint] = _Cached(
-                principal, started + self.settings.cache_s, expires_at, owner
-            )
+        if generation == self.cache.generation:  # nothing was revoked meanwhile
+            until = started + self.settings.cache_s
+            self.cache.put(fingerprint, Cached(principal, until, expires_at, owner))
         return principal
 
     def _settled(self, fingerprint: str, done: asyncio.Future[Any]) -> None:
@@ -335,9 +314,9 @@ class AccessControl:
         for a session that ended (logged out, idle past ``session_idle_s``, older than
         ``session_max_s``, or its user disabled)."""
         now = time.monotonic()
-        self._check_throttle(client, now)
+        self.throttle.check(client, now)
         fingerprint = "session:" + _fingerprint(token)
-        hit = self._cache.get(fingerprint)
+        hit = self.cache.entries.get(fingerprint)
         if hit is not None and hit.until > now:
             return hit.principal, hit.csrf
         session_id = self.keyring.digest(token)
@@ -348,12 +327,12 @@ class AccessControl:
             or row.last_seen_at < wall - self.settings.session_idle_s
             or row.created_at < wall - self.settings.session_max_s
         ):
-            self._failed(client, now)
+            self.throttle.failed(client, now)
             raise Unauthorized("your session has ended; log in again", error="invalid_token")
         try:
             user = await self._active_user(row.user_id)
         except Unauthorized:
-            self._failed(client, now)
+            self.throttle.failed(client, now)
             raise
         if wall - row.last_seen_at > TOUCH_EVERY_S:
             await self.repo.touch_session(session_id, wall)
@@ -361,47 +340,28 @@ class AccessControl:
             kind="user", id=user.id, name=user.name, scopes=sc.role_scopes(user.role),
             user_id=user.id,
         )  # fmt: skip
-        self._cache[fingerprint] = _Cached(
-            principal, now + self.settings.cache_s, None, session_id, row.csrf
-        )
+        until = now + self.settings.cache_s
+        self.cache.put(fingerprint, Cached(principal, until, None, session_id, row.csrf))
         return principal, row.csrf
 
     async def close_session(self, token: str) -> None:
         session_id = self.keyring.digest(token)
         await self.repo.end_session(session_id)
-        self.forget(session_id)
+        self.cache.forget(session_id)
 
     async def login(self, name: str, password: str, client: str | None) -> User:
         """A user's name and password (the UI's login): the user, or Unauthorized."""
         now = time.monotonic()
-        self._check_throttle(client, now)
+        self.throttle.check(client, now)
         user = await self.repo.user_named(name)
         # an unknown name costs the same hashing as a known one: timing tells no names
         stored = user.password_hash if user is not None else ""
         ok = await asyncio.to_thread(_check_password, stored, password)
         if not ok or user is None or user.disabled:
-            self._failed(client, now)
+            self.throttle.failed(client, now)
             # not a Basic challenge: browsers would answer it with their own login box
             raise Unauthorized("wrong user name or password")
         return user
-
-    def _check_throttle(self, client: str | None, now: float) -> None:
-        recent = self._failures.get(client or "")
-        if recent is None:
-            return
-        window = self.settings.failure_window_s
-        while recent and recent[0] <= now - window:
-            recent.popleft()
-        if len(recent) >= self.settings.max_failures:
-            raise RateLimited(
-                "too many failed authentication attempts from this address; try again later",
-                retry_after=recent[0] + window - now,
-            )
-
-    def _failed(self, client: str | None, now: float) -> None:
-        if len(self._failures) > 100_000:
-            self._failures.clear()
-        self._failures.setdefault(client or "", deque()).append(now)
 
     def _touch(self, key_id: str) -> None:
         now = time.time()
@@ -418,220 +378,9 @@ class AccessControl:
         except Exception as exc:  # noqa: BLE001 - a last-used time is not worth a failure
             log.warning("auth: could not record the last use of key %s: %s", key_id, exc)
 
-    def forget(self, owner: str) -> None:
-        """Drop cached verifications that came from ``owner`` (a key, client or jti)."""
-        self._generation += 1
-        for fingerprint in [f for f, c in self._cache.items() if c.owner == owner]:
-            del self._cache[fingerprint]
-
-    def forget_user(self, user_id: str) -> None:
-        self._generation += 1
-        for fingerprint in [f for f, c in self._cache.items() if c.principal.user_id == user_id]:
-            del self._cache[fingerprint]
-
-    # -- management ---------------------------------------------------------------------
-
-    async def add_user(self, name: str, password: str, role: str = "user") -> User:
-        name = name.strip()
-        if not name or len(name) > 100:
-            raise InvalidRequest("a user name is 1 to 100 characters", param="name")
-        if role not in ("admin", "user"):
-            raise InvalidRequest("role is 'admin' or 'user'", param="role")
-        if len(password) < MIN_PASSWORD:
-            raise InvalidRequest(f"a password has at least {MIN_PASSWORD} characters",
-                                 param="password")  # fmt: skip
-        hashed = await asyncio.to_thread(hash_password, password)
-        return await self.repo.add_user(name, hashed, role)
-
-    async def set_password(self, user_id: str, password: str) -> User:
-        if len(password) < MIN_PASSWORD:
-            raise InvalidRequest(f"a password has at least {MIN_PASSWORD} characters",
-                                 param="password")  # fmt: skip
-        hashed = await asyncio.to_thread(hash_password, password)
-        return await self.repo.update_user(user_id, password_hash=hashed)
-
-    async def update_user(self, user_id: str, *, role: str | None = None,
-                          disabled: bool | None = None) -> User:  # fmt: skip
-        values: dict[str, Any] = {}
-        if role is not None:
-            if role not in ("admin", "user"):
-                raise InvalidRequest("role is 'admin' or 'user'", param="role")
-            values["role"] = role
-        if disabled is not None:
-            values["disabled"] = disabled
-        user = (
-            await self.repo.update_user(user_id, **values) if values else await self.user(user_id)
-        )
-        if values:  # a disabled user, or a role taken away, ends their UI sessions
-            await self.repo.end_sessions_of(user_id)
-        self.forget_user(user_id)
-        return user
-
-    async def delete_user(self, user_id: str) -> None:
-        await self.repo.delete_user(user_id)
-        self.forget_user(user_id)
-
-    async def user(self, user_id: str) -> User:
-        found = await self.repo.user(user_id) or await self.repo.user_named(user_id)
-        if found is None:
-            raise NotFound(f"no user {user_id!r}")
-        return found
-
-    async def create_key(
-        self,
-        owner: User,
-        *,
-        name: str = "",
-        scopes: frozenset[str] | None = None,
-        models: tuple[str, ...] = (),
-        expires_in: float | None = None,
-        within: Principal | None = None,
-    ) -> tuple[KeyRow, str]:
-        """A new key of ``owner``'s, and its text (shown once). Its scopes are at most
-        the owner's role's, and, when ``within`` (the caller) is given, the caller's."""
-        ceiling = sc.role_scopes(owner.role)
-        if within is not None and not within.anonymous:
-            ceiling &= within.scopes
-        wanted = _granted(ceiling, scopes, "key")
-        if within is not None and within.models:
-            models = models or within.models
-            if not set(models) <= set(within.models):
-                raise Forbidden("a new key's models must be among the caller's own patterns")
-        if expires_in is not None and expires_in <= 0:
-            raise InvalidRequest("expires_in must be positive", param="expires_in")
-        key_id, secret, text = new_api_key()
-        now = time.time()
-        row = KeyRow(
-            key_id, owner.id, name.strip()[:100], self.keyring.digest(secret),
-            tuple(s for s in sc.SCOPES if s in wanted), tuple(models), now,
-            now + expires_in if expires_in else None, None, None,
-        )  # fmt: skip
-        await self.repo.add_key(row)
-        return row, text
-
-    async def revoke_key(self, key_id: str) -> None:
-        if not await self.repo.revoke_key(key_id):
-            raise NotFound(f"no active key {key_id!r}")
-        self.forget(key_id)
-
-    async def rotate_key(self, key_id: str) -> tuple[KeyRow, str]:
-        """A new key with the old one's owner, name, scopes, models and remaining life;
-        the old one is revoked."""
-        old = await self.repo.key(key_id)
-        if old is None or old.revoked_at is not None:
-            raise NotFound(f"no active key {key_id!r}")
-        owner = await self.user(old.user_id)
-        remaining = old.expires_at - time.time() if old.expires_at else None
-        row, text = await self.create_key(
-            owner, name=old.name, scopes=frozenset(old.scopes), models=old.models,
-            expires_in=max(remaining, 1.0) if remaining is not None else None,
-        )  # fmt: skip
-        await self.revoke_key(key_id)
-        return row, text
-
-    async def create_client(
-        self,
-        owner: User,
-        *,
-        name: str = "",
-        scopes: frozenset[str] | None = None,
-        models: tuple[str, ...] = (),
-        secret: str | None = None,
-    ) -> tuple[ClientRow, str]:
-        """A new OAuth2 client and its secret (shown once; a given ``secret`` must be at
-        least 32 bytes, as it signs HS256 tokens)."""
-        wanted = _granted(sc.role_scopes(owner.role), scopes, "client")
-        secret = secret or new_secret()
-        _check_client_secret(secret)
-        client_id = f"llmux-{new_id()}"
-        row = ClientRow(
-            client_id, owner.id, name.strip()[:100], self.keyring.digest(secret),
-            self.keyring.seal(secret, client_id), tuple(s for s in sc.SCOPES if s in wanted),
-            tuple(models), time.time(), None,
-        )  # fmt: skip
-        await self.repo.add_client(row)
-        return row, secret
-
-    async def rotate_client(self, client_id: str, secret: str | None = None) -> str:
-        secret = secret or new_secret()
-        _check_client_secret(secret)
-        sealed = self.keyring.seal(secret, client_id)
-        if not await self.repo.set_client_secret(client_id, self.keyring.digest(secret), sealed):
-            raise NotFound(f"no active client {client_id!r}")
-        self.forget(client_id)
-        return secret
-
-    async def revoke_client(self, client_id: str) -> None:
-        if not await self.repo.revoke_client(client_id):
-            raise NotFound(f"no active client {client_id!r}")
-        self._generation += 1
-        for fingerprint in [f for f, c in self._cache.items() if c.principal.id == client_id]:
-            del self._cache[fingerprint]
-
-    async def revoke_token(self, token_or_jti: str) -> None:
-        """Revoke a token (given whole, or by its ``jti``) until it would have expired."""
-        jti, expires_at = token_or_jti, time.time() + tokens.MAX_CLIENT_TOKEN_S
-        if token_or_jti.count(".") == 2:
-            _, claims = tokens.unverified(token_or_jti)
-            jti = str(claims.get("jti") or "")
-            if not jti:
-                raise InvalidRequest("the token has no 'jti' claim to revoke it by")
-            expires_at = float(claims.get("exp") or expires_at)
-        await self.repo.revoke_token(jti, expires_at)
-        self.forget(jti)
-
-    # -- OAuth2 ---------------------------------------------------------------------------
-
-    async def client_credentials(
-        self, client_id: str, secret: str, scope: str | None, address: str | None
-    ) -> dict[str, Any]:
-        """RFC 6749 section 4.4: a token for a client that proves its secret."""
-        now = time.monotonic()
-        self._check_throttle(address, now)
-        client = await self.repo.client(client_id)
-        stored = client.secret_hash if client is not None else "0" * 64
-        if not self.keyring.matches(secret, stored) or client is None or client.revoked_at:
-            self._failed(address, now)
-            raise OAuthError("invalid_client", "client authentication failed", 401)
-        owner = await self.repo.user(client.owner_id)
-        if owner is None or owner.disabled:
-            raise OAuthError("invalid_client", "the client's owner is disabled", 401)
-        allowed = frozenset(client.scopes) & sc.role_scopes(owner.role)
-        if scope is None or not scope.strip():
-            granted = allowed
-        else:
-            asked = frozenset(scope.split())
-            unknown = sorted(asked - set(sc.SCOPES))
-            if unknown:
-                raise OAuthError("invalid_scope", f"unknown scope(s): {', '.join(unknown)}")
-            granted = asked & allowed
-            if not granted:
-                raise OAuthError("invalid_scope", "none of the requested scopes is allowed "
-                                 "for this client")  # fmt: skip
-        text = sc.scope_text(granted)
-        token, _ = tokens.issue(
-            self.keyring.signing, self.settings.issuer, client.id, text, self.settings.token_ttl_s
-        )
-        return {
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": self.settings.token_ttl_s,
-            "scope": text,
-        }
-
     async def aclose(self) -> None:
         for task in list(self._tasks):
             await task
-
-
-def _granted(ceiling: frozenset[str], asked: frozenset[str] | None, what: str) -> frozenset[str]:
-    """The scopes a new key or client gets: those asked for, which must be within the
-    ceiling, or by default the ceiling without ``admin``."""
-    wanted = (ceiling - {sc.ADMIN}) if asked is None else asked
-    beyond = sorted(wanted - ceiling)
-    if beyond:
-        raise Forbidden(f"a {what} of this user can't have the scope(s) {', '.join(beyond)}")
-    return wanted
 
 
 @functools.cache
@@ -644,23 +393,3 @@ def _check_password(stored: str, password: str) -> bool:
     unknown name takes as long as a known one."""
     matches = password_matches(stored or _dummy_hash(), password)
     return matches and bool(stored)
-
-
-def _check_client_secret(secret: str) -> None:
-    if len(secret.encode()) < MIN_HMAC_SECRET:
-        raise InvalidRequest(
-            f"a client secret must be at least {MIN_HMAC_SECRET} bytes: clients sign HS256 "
-            "tokens with it, and RFC 7518 section 3.2 requires a key at least as long as "
-            "the hash",
-            param="secret",
-        )
-
-
-class OAuthError(Exception):
-    """An RFC 6749 section 5.2 error: ``error``, ``error_description``, its status."""
-
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status

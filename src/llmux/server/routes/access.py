@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl, unquote_plus
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from llmux.auth.control import AccessControl, OAuthError
+from llmux.auth.control import AccessControl
+from llmux.auth.manage import OAuthError
 from llmux.core.context import Principal
 from llmux.errors import InvalidRequest, NotFound
 from llmux.protocols.access import (
