@@ -119,6 +119,15 @@ def test_a_key_without_the_scope_gets_403_everywhere_that_needs_one(app: App) ->
     assert checked > 30
 
 
+def test_the_api_description_is_public(tmp_path: Path) -> None:
+    settings = {"auth": {"mode": "on"}, "server": {"api_docs": True}}
+    with in_process(tmp_path, **settings) as app:
+        assert app.client.get("/openapi.json").status_code == 200
+        assert app.client.get("/docs").status_code == 200
+        assert app.client.get("/api/version").status_code == 200
+        assert app.client.get("/api/tags").status_code == 401
+
+
 def test_401_and_403_come_in_each_apis_shape(app: App) -> None:
     r = app.client.get("/api/tags")
     assert r.status_code == 401 and set(r.json()) == {"error"}

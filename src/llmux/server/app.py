@@ -94,7 +94,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.state.routes = []  # every route, for a 405's Allow header
+    # every route, flat (FastAPI keeps included routers nested): a 405's Allow header and
+    # the access layer's scopes are read from it; FastAPI's own first (/openapi.json, /docs)
+    app.state.routes = [r for r in app.router.routes if hasattr(r, "path")]
     routers = (ollama, models, openai, deepseek, conversations, ui, admin, access, websocket)
     for router in routers:
         app.include_router(router.router)
