@@ -115,3 +115,24 @@ def test_parse_host(text: str, expected: tuple[str, int]) -> None:
 def test_parse_host_bad_port() -> None:
     with pytest.raises(ValueError):
         parse_host("localhost:http")
+
+
+def test_every_setting_is_documented() -> None:
+    """docs/configuration.md names the environment variable of every sectioned setting."""
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    from llmux.config import Settings
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    missing = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for key in model.model_fields:
+            name = f"LLMUX_{section.upper()}__{key.upper()}"
+            if name not in doc and f"`{section}.{key}`" not in doc:
+                missing.append(name)
+    assert not missing, f"not in docs/configuration.md: {missing}"

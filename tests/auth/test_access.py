@@ -5,6 +5,7 @@ model patterns, bootstrap and the setup token, throttling, the admin API."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,16 @@ def test_a_user_manages_their_own_keys_and_no_one_elses(app: App) -> None:
     listed = app.client.get("/api/keys", headers=bearer(a_key)).json()["keys"]
     assert made["id"] in {k["id"] for k in listed} and all("key" not in k for k in listed)
     assert all("hash" not in k for k in listed)
+    # the key in use has a last-used time (written in the background)
+    a_id = a_key.removeprefix("sk-llmux-").split("_")[0]
+    for _ in range(50):
+        listed = app.client.get("/api/keys", headers=bearer(a_key)).json()["keys"]
+        if next(k for k in listed if k["id"] == a_id)["last_used_at"]:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("last_used_at was never set")
+    assert next(k for k in listed if k["id"] == made["id"])["last_used_at"] is None
     r = app.client.delete(f"/api/keys/{made['id']}", headers=bearer(b_key))
     assert r.status_code == 404
     r = app.client.post("/api/keys", json={"scopes": ["admin"]}, headers=bearer(a_key))

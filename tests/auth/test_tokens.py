@@ -265,7 +265,7 @@ def test_a_jwks_url_is_fetched_and_refetched_for_a_new_kid(
     fetches: list[str] = []
 
     class Jwks(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             fetches.append(self.path)
             body = json.dumps(served).encode()
             self.send_response(200)
@@ -284,20 +284,32 @@ def test_a_jwks_url_is_fetched_and_refetched_for_a_new_kid(
     try:
         with in_process(tmp_path, auth={"mode": "on", "issuers": [issuer]}) as app:
             now = int(time.time())
-            claims = {"iss": IDP, "sub": "svc", "iat": now, "exp": now + 300, "scope": "models:read"}
+            claims = {
+                "iss": IDP,
+                "sub": "svc",
+                "iat": now,
+                "exp": now + 300,
+                "scope": "models:read",
+            }
 
             def token(key: rsa.RSAPrivateKey, kid: str) -> str:
                 return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
 
-            assert app.client.get("/api/tags", headers=bearer(token(rsa_key, "k1"))).status_code == 200
+            assert (
+                app.client.get("/api/tags", headers=bearer(token(rsa_key, "k1"))).status_code == 200
+            )
             assert len(fetches) == 1
             rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             served["keys"].append(jwk(rotated, "k2"))
             # a new kid within a minute of the last fetch is not fetched again...
-            assert app.client.get("/api/tags", headers=bearer(token(rotated, "k2"))).status_code == 401
+            assert (
+                app.client.get("/api/tags", headers=bearer(token(rotated, "k2"))).status_code == 401
+            )
             assert len(fetches) == 1
             app.access.issuers[IDP].fetched_at -= 120  # ...a minute later it is
-            assert app.client.get("/api/tags", headers=bearer(token(rotated, "k2"))).status_code == 200
+            assert (
+                app.client.get("/api/tags", headers=bearer(token(rotated, "k2"))).status_code == 200
+            )
             assert len(fetches) == 2
     finally:
         jwks.shutdown()
