@@ -154,10 +154,10 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A new, empty database for the session, dropped afterwards."""
-    name = f"llmux_test_{uuid.uuid4().hex[:10]}"
+def fresh_pg_database(prefix: str = "llmux_test") -> Iterator[str]:
+    """Body of a fixture: the URL of a new, empty database, dropped afterwards; a skip
+    where no PostgreSQL runs (a failure under LLMUX_TEST_REQUIRE_PG=1)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, ImportError) as exc:
@@ -166,3 +166,9 @@ def pg_url() -> Iterator[str]:
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
     yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A new, empty database for the session, dropped afterwards."""
+    yield from fresh_pg_database()

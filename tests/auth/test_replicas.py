@@ -6,13 +6,10 @@ revoked on one replica is refused by the other within [auth] cache_s (1 s)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,22 +21,14 @@ import pytest
 import requests
 from requests.auth import HTTPBasicAuth
 
-from tests.conftest import MODEL, PG_ADMIN, Server, _admin, start_server
+from tests.conftest import MODEL, Server, fresh_pg_database, start_server
 
 PROMPT = [{"role": "user", "content": "Say hi."}]
 
 
 @pytest.fixture(scope="module")
 def shared_pg() -> Iterator[str]:
-    name = f"llmux_auth_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, ImportError) as exc:
-        if os.environ.get("LLMUX_TEST_REQUIRE_PG") == "1":
-            raise
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc}")
-    yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from fresh_pg_database("llmux_auth")
 
 
 @pytest.fixture(scope="module")

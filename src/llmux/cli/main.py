@@ -9,7 +9,7 @@ import logging
 import ssl
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -28,8 +28,11 @@ from llmux.cli.common import (
     sdk_errors,
     settings,
 )
-from llmux.config import parse_host
+from llmux.config import Settings, parse_host
 from llmux.errors import LlmuxError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer(
     help="llmux: one server for the Ollama, OpenAI and DeepSeek APIs.", no_args_is_help=True
@@ -52,21 +55,27 @@ def serve(
     ] = None,
 ) -> None:
     """Start the server (default 127.0.0.1:11434) with the bundled model ready."""
-    import uvicorn
-
     from llmux.observability import logs
     from llmux.server.access import auth_enabled
     from llmux.server.app import create_app
     from llmux.storage.database import database_url, preflight
 
-    server_overrides: dict[str, object] = {}
-    if log_level:
-        server_overrides["log_level"] = log_level
-    if tls_cert:
-        server_overrides["tls_cert"] = tls_cert
-    if tls_key:
-        server_overrides["tls_key"] = tls_key
-    base = settings(config, server=server_overrides or None)
+    overrides = {"log_level": log_level, "tls_cert": tls_cert, "tls_key": tls_key}
+    server_overrides = {k: v for k, v in overrides.items() if v}
+    configured = _bound(settings(config, server=server_overrides or None), host, port)
+    logs.install()
+    logging.basicConfig(level=configured.server.log_level.upper(), format=logs.LOG_FORMAT)
+    try:
+        auth_enabled(configured)  # refuses an unsafe bind before anything else
+        asyncio.run(preflight(database_url(configured.storage.database_url, configured.home_dir)))
+        app = create_app(configured)
+    except LlmuxError as exc:
+        fail(exc.message)
+    _run(app, configured)
+
+
+def _bound(base: Settings, host: str | None, port: int | None) -> Settings:
+    """The settings with ``--host``/``--port`` applied to where the server binds."""
     bind_host, bind_port = base.bind
     if host:
         try:
@@ -76,34 +85,25 @@ def serve(
         has_port = host.count(":") == 1 or "]:" in host
         bind_host, bind_port = given[0], given[1] if has_port else bind_port
     bind_port = port or bind_port
-    configured = base.model_copy(
-        update={
-            "host": f"{bind_host}:{bind_port}"
-            if ":" not in bind_host
-            else f"[{bind_host}]:{bind_port}"
-        }
-    )
-    level = configured.server.log_level.upper()
-    logs.install()
-    logging.basicConfig(level=level, format=logs.LOG_FORMAT)
-    try:
-        auth_enabled(configured)  # refuses an unsafe bind before anything else
-        asyncio.run(preflight(database_url(configured.storage.database_url, configured.home_dir)))
-    except LlmuxError as exc:
-        fail(exc.message)
-    try:
-        app = create_app(configured)
-    except LlmuxError as exc:
-        fail(exc.message)
+    where = f"{bind_host}:{bind_port}" if ":" not in bind_host else f"[{bind_host}]:{bind_port}"
+    return base.model_copy(update={"host": where})
+
+
+def _run(app: FastAPI, configured: Settings) -> None:
+    """Serve ``app`` with uvicorn: HTTPS (TLS 1.2 at least, 1.3 when the client can) with
+    a certificate and key, else plain HTTP."""
+    import uvicorn
+
     tls = configured.server
     if bool(tls.tls_cert) != bool(tls.tls_key):
         fail("HTTPS needs both --tls-cert and --tls-key ([server] tls_cert and tls_key)")
+    bind_host, bind_port = configured.bind
     server = uvicorn.Server(
         uvicorn.Config(
             app,
             host=bind_host,
             port=bind_port,
-            log_level=configured.server.log_level.lower(),
+            log_level=tls.log_level.lower(),
             timeout_graceful_shutdown=10,
             ssl_certfile=str(tls.tls_cert) if tls.tls_cert else None,
             ssl_keyfile=str(tls.tls_key) if tls.tls_key else None,
@@ -114,7 +114,7 @@ def serve(
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         fail(f"cannot serve HTTPS with {tls.tls_cert} and {tls.tls_key}: {exc}")
     if server.config.ssl is not None:
-        server.config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2  # 1.3 when both can
+        server.config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
     scheme = "https" if server.config.ssl is not None else "http"
     err.print(f"llmux {__version__} listening on {scheme}://{bind_host}:{bind_port}")
     server.run()
