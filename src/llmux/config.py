@@ -264,7 +264,17 @@ class AuthSettings(Section):
 
 
 class LimitsSettings(Section):
-    """Rate limits and budgets (filled by the quota work)."""
+    """Rate limits (docs/quotas.md); budgets come next."""
+
+    requests_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="model requests per minute for each caller (key,"
+        " client or user; the client address while access control is off)",
+    )
+    global_requests_per_minute: int | None = Field(
+        default=None, ge=1, description="model requests per minute for the whole server"
+    )
 
 
 class CacheSettings(Section):
@@ -272,7 +282,15 @@ class CacheSettings(Section):
 
 
 class RedisSettings(Section):
-    """Shared state across replicas (filled by the quota and cache work)."""
+    """Shared state across replicas: rate-limit counters (docs/quotas.md)."""
+
+    url: str | None = Field(
+        default=None,
+        description="redis://HOST:PORT/DB; unset: limits are counted in this process",
+    )
+    prefix: str = Field(
+        default="llmux:", description="prefix of llmux's keys, to share a Redis with others"
+    )
 
 
 class AuditSettings(Section):

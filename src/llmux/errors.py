@@ -28,6 +28,7 @@ and may carry response headers; ``retry_after`` becomes ``Retry-After``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 
@@ -54,8 +55,8 @@ class LlmuxError(Exception):
 
     def response_headers(self) -> dict[str, str]:
         out = dict(self.headers)
-        if self.retry_after is not None:
-            out.setdefault("Retry-After", str(max(1, round(self.retry_after))))
+        if self.retry_after is not None:  # whole seconds, rounded up: waiting it is enough
+            out.setdefault("Retry-After", str(max(1, math.ceil(self.retry_after))))
         return out
 
 

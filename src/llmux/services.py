@@ -14,6 +14,8 @@ from llmux.engine.engine import LocalEngine
 from llmux.errors import InvalidRequest, LlmuxError
 from llmux.gateway import Gateway
 from llmux.history import ChatHistory
+from llmux.limits.gcra import Limiter, MemoryLimiter, RedisLimiter
+from llmux.limits.policy import RateLimits
 from llmux.models.bundled import ensure_bundled
 from llmux.models.manager import ModelManager
 from llmux.models.store import ModelStore
@@ -33,6 +35,7 @@ class Services:
     history: ChatHistory
     database: Database | None = None
     access_control: AccessControl | None = None
+    limiter: Limiter | None = None
 
     @property
     def access(self) -> AccessControl:
@@ -50,17 +53,38 @@ class Services:
             await self.gateway.aclose()
             if self.access_control is not None:
                 await self.access_control.aclose()
+            if self.limiter is not None:
+                await self.limiter.aclose()
         finally:
             if self.database is not None:
                 await self.database.aclose()
 
 
-def policies(settings: Settings) -> list[Policy]:
-    """The configured policy chain, outermost first."""
+def policies(settings: Settings, limiter: Limiter | None = None) -> list[Policy]:
+    """The configured policy chain, outermost first: the access log sees refusals too."""
     chain: list[Policy] = []
     if settings.server.access_log:
         chain.append(AccessLog())
+    if limiter is not None:
+        chain.append(RateLimits(limiter, settings.limits))
     return chain
+
+
+def build_limiter(settings: Settings) -> Limiter | None:
+    """Where rate limits are counted: Redis when configured, else this process; None
+    when no limit is set."""
+    limits = settings.limits
+    if not (limits.requests_per_minute or limits.global_requests_per_minute):
+        return None
+    if settings.redis.url:
+        try:
+            return RedisLimiter(settings.redis.url, prefix=settings.redis.prefix)
+        except ImportError:
+            raise LlmuxError(
+                "[redis] url is set but the redis client is not installed; install it with "
+                "`pip install 'llmux[redis]'`"
+            ) from None
+    return MemoryLimiter()
 
 
 def build_services(settings: Settings) -> Services:
@@ -70,19 +94,22 @@ def build_services(settings: Settings) -> Services:
     db = Database(database_url(settings.storage.database_url, settings.home_dir))
     store = ModelStore(settings.models_dir)
     ensure_bundled(store, settings.store.bundled_model)
+    limiter = build_limiter(settings)
     gateway = Gateway(
         LocalEngine(store, settings.engine),
         manager=ModelManager(store, settings.store),
         upstreams=UpstreamRouter(settings.upstreams),
         aliases=settings.gateway.aliases,
-        policies=policies(settings),
+        policies=policies(settings, limiter),
     )
     log.info("serving models from %s", store.root)
     history = ChatHistory(
         SqlConversations(db), gateway, admins_see_all=settings.auth.admins_see_all
     )
     access = access_control(settings, db)
-    return Services(gateway=gateway, history=history, database=db, access_control=access)
+    return Services(
+        gateway=gateway, history=history, database=db, access_control=access, limiter=limiter
+    )
 
 
 def access_control(settings: Settings, db: Database) -> AccessControl:

@@ -1,0 +1,91 @@
+"""GCRA rate limits, the same on Redis (the real one, through the Lua script) and in
+process: bursts up to the limit, refusals that consume nothing, an exact retry time,
+several limits charged all or none, and no over-admission with four processes sharing
+one Redis key."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from llmux.limits.gcra import Limit, Limiter, MemoryLimiter, RedisLimiter
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
+    if request.param == "memory":
+        made: Limiter = MemoryLimiter()
+    else:
+        made = RedisLimiter(request.getfixturevalue("redis_url"),
+                            prefix=request.getfixturevalue("prefix"))  # fmt: skip
+    yield made
+    await made.aclose()
+
+
+async def test_a_burst_up_to_the_limit_then_an_exact_wait(limiter: Limiter) -> None:
+    limit = Limit("a", count=5, period_s=1.0)  # one every 200 ms, bursts of 5
+    decisions = [await limiter.acquire([limit]) for _ in range(5)]
+    assert all(d.allowed for d in decisions)
+    assert [d.remaining[0] for d in decisions] == [4, 3, 2, 1, 0]
+    refused = await limiter.acquire([limit])
+    assert not refused.allowed and 0.1 < refused.retry_after_s <= 0.2
+    for _ in range(3):  # refusals consume nothing: the wait does not grow
+        again = await limiter.acquire([limit])
+        assert not again.allowed and again.retry_after_s <= refused.retry_after_s
+    await asyncio.sleep(again.retry_after_s + 0.01)
+    assert (await limiter.acquire([limit])).allowed
+    assert not (await limiter.acquire([limit])).allowed
+
+
+async def test_several_limits_are_charged_all_or_none(limiter: Limiter) -> None:
+    tight, loose = Limit("tight", count=2, period_s=10), Limit("loose", count=100, period_s=10)
+    for _ in range(2):
+        assert (await limiter.acquire([tight, loose])).allowed
+    refused = await limiter.acquire([tight, loose])
+    assert not refused.allowed and refused.remaining[0] == 0
+    # the loose limit was not charged by the refused request
+    alone = await limiter.acquire([loose])
+    assert alone.allowed and alone.remaining[0] == 97
+
+
+def _hammer(url: str, prefix: str, start: float, stop_at: float, out: Any) -> None:
+    time.sleep(max(0.0, start - time.time()))  # all four begin together
+
+    async def run() -> int:
+        limiter = RedisLimiter(url, prefix=prefix)
+        admitted = 0
+        limit = Limit("shared", count=20, period_s=1.0)
+        while time.time() < stop_at:
+            if (await limiter.acquire([limit])).allowed:
+                admitted += 1
+        await limiter.aclose()
+        return admitted
+
+    out.put(asyncio.run(run()))
+
+
+def test_four_processes_on_one_redis_key_never_over_admit(redis_url: str, prefix: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    start = time.time() + 2.0  # after the spawned interpreters are up
+    seconds = 3.0
+    procs = [ctx.Process(target=_hammer, args=(redis_url, prefix, start, start + seconds, results))
+             for _ in range(4)]  # fmt: skip
+    for p in procs:
+        p.start()
+    admitted = sum(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    # exactly the burst (20) plus one per 50 ms of the 3 s, give or take the one unit
+    # that is due right at the end; never more
+    allowed = 20 + 20 * seconds
+    assert admitted <= allowed + 1, admitted
+    # and near it: the processes, busy on two cores, lose a little of the window
+    assert admitted >= 0.8 * allowed, admitted
