@@ -106,3 +106,21 @@ def test_a_policy_that_needs_bodies_turns_the_fast_path_off(
         seen = reader.seen[-1]
         assert seen.op.backend == "pool" and seen.op.requests[0].messages[0].content == "Say hi"
         assert seen.outcome is not None and seen.outcome.usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_rate_limit_refuses_on_the_fast_path_too(
+    real_upstream: Server, tmp_path: Path, stream: bool
+) -> None:
+    from llmux.config import LimitsSettings
+    from llmux.limits.gcra import MemoryLimiter
+    from llmux.limits.policy import RateLimits
+
+    limits = RateLimits(MemoryLimiter(), LimitsSettings(requests_per_minute=1))
+    with in_process(tmp_path, backend=FakeBackend(model_names=()), policies=[limits],
+                    upstreams=upstreams(real_upstream)) as app:  # fmt: skip
+        body = {"model": "renamed-oa", "messages": ASK, "max_tokens": 4, "stream": stream}
+        assert app.client.post("/v1/chat/completions", json=body).status_code == 200
+        r = app.client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+        assert int(r.headers["retry-after"]) >= 59
