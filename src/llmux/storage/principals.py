@@ -191,6 +191,11 @@ class SqlPrincipals:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    async def _write(self, statement: Any) -> Any:
+        """One statement in a transaction of its own."""
+        async with self.db.engine.begin() as conn:
+            return await conn.execute(statement)
+
     # -- users -------------------------------------------------------------------------
 
     async def add_user(self, name: str, password_hash: str, role: str) -> User:
@@ -263,14 +268,13 @@ class SqlPrincipals:
     # -- API keys ----------------------------------------------------------------------
 
     async def add_key(self, row: KeyRow) -> None:
-        async with self.db.engine.begin() as conn:
-            await conn.execute(
-                insert(api_keys).values(
-                    id=row.id, user_id=row.user_id, name=storable(row.name), hash=row.hash,
-                    scopes=" ".join(row.scopes), models=" ".join(row.models),
-                    created_at=row.created_at, expires_at=row.expires_at,
-                )
-            )  # fmt: skip
+        await self._write(
+            insert(api_keys).values(
+                id=row.id, user_id=row.user_id, name=storable(row.name), hash=row.hash,
+                scopes=" ".join(row.scopes), models=" ".join(row.models),
+                created_at=row.created_at, expires_at=row.expires_at,
+            )
+        )  # fmt: skip
 
     async def key(self, key_id: str) -> KeyRow | None:
         async with self.db.engine.connect() as conn:
@@ -293,32 +297,27 @@ class SqlPrincipals:
 
     async def _revoke(self, table: Table, row_id: str) -> bool:
         """Mark a row of ``table`` revoked; False when there is no such active row."""
-        async with self.db.engine.begin() as conn:
-            done = await conn.execute(
-                update(table)
-                .where(table.c.id == row_id, table.c.revoked_at.is_(None))
-                .values(revoked_at=time.time())
-            )
+        done = await self._write(
+            update(table)
+            .where(table.c.id == row_id, table.c.revoked_at.is_(None))
+            .values(revoked_at=time.time())
+        )
         return bool(done.rowcount)
 
     async def touch_key(self, key_id: str, when: float) -> None:
-        async with self.db.engine.begin() as conn:
-            await conn.execute(
-                update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=when)
-            )
+        await self._write(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=when))
 
     # -- OAuth2 clients ----------------------------------------------------------------
 
     async def add_client(self, row: ClientRow) -> None:
-        async with self.db.engine.begin() as conn:
-            await conn.execute(
-                insert(clients).values(
-                    id=row.id, owner_id=row.owner_id, name=storable(row.name),
-                    secret_hash=row.secret_hash, sealed_secret=row.sealed_secret,
-                    scopes=" ".join(row.scopes), models=" ".join(row.models),
-                    created_at=row.created_at,
-                )
-            )  # fmt: skip
+        await self._write(
+            insert(clients).values(
+                id=row.id, owner_id=row.owner_id, name=storable(row.name),
+                secret_hash=row.secret_hash, sealed_secret=row.sealed_secret,
+                scopes=" ".join(row.scopes), models=" ".join(row.models),
+                created_at=row.created_at,
+            )
+        )  # fmt: skip
 
     async def client(self, client_id: str) -> ClientRow | None:
         if storable(client_id) != client_id:
@@ -361,18 +360,15 @@ class SqlPrincipals:
         return SessionRow(*row) if row else None
 
     async def touch_session(self, session_id: str, when: float) -> None:
-        async with self.db.engine.begin() as conn:
-            await conn.execute(
-                update(sessions).where(sessions.c.id == session_id).values(last_seen_at=when)
-            )
+        await self._write(
+            update(sessions).where(sessions.c.id == session_id).values(last_seen_at=when)
+        )
 
     async def end_session(self, session_id: str) -> None:
-        async with self.db.engine.begin() as conn:
-            await conn.execute(delete(sessions).where(sessions.c.id == session_id))
+        await self._write(delete(sessions).where(sessions.c.id == session_id))
 
     async def end_sessions_of(self, user_id: str) -> None:
-        async with self.db.engine.begin() as conn:
-            await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+        await self._write(delete(sessions).where(sessions.c.user_id == user_id))
 
     # -- revoked tokens ----------------------------------------------------------------
 
