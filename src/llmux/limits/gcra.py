@@ -16,7 +16,6 @@ Times are integer microseconds.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -169,8 +168,3 @@ class RedisLimiter:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
-
-
-def retry_after_header(seconds: float) -> str:
-    """Integer seconds, rounded up: a client that waits this long is admitted."""
-    return str(max(1, math.ceil(seconds)))

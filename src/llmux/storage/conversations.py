@@ -192,7 +192,7 @@ class SqlConversations:
         in most messages costs no more than a rare one. Otherwise the whole index is asked
         for the (then few) remaining matches.
         """
-        sql = _SEARCH[self.db.dialect].for_owner(owner is not None)
+        sql = _SEARCH_SQL[self.db.dialect, owner is not None]
         q: dict[str, Any] = {"q": _match_expression(self.db.dialect, terms)}
         if owner is not None:
             q["owner"] = owner
@@ -419,6 +419,14 @@ _SEARCH = {
             SELECT m.conversation_id, m.id, m.created_at FROM messages m{join}
             WHERE m.search @@ to_tsquery('simple', :q) AND m.id < :before{only}""",
     ),
+}
+
+
+# formatted once: (dialect, narrowed to one owner) -> the queries
+_SEARCH_SQL = {
+    (dialect, narrowed): sql.for_owner(narrowed)
+    for dialect, sql in _SEARCH.items()
+    for narrowed in (False, True)
 }
 
 
