@@ -263,8 +263,24 @@ class AuthSettings(Section):
     )
 
 
+class QuotaSettings(Section):
+    """One scope's limits: requests and tokens per minute, requests at once."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1, description="requests per minute")
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="prompt + completion tokens per minute"
+    )
+    concurrent_requests: int | None = Field(
+        default=None, ge=1, description="requests running at once"
+    )
+
+
 class LimitsSettings(Section):
-    """Rate limits (docs/quotas.md); budgets come next."""
+    """Rate, token and concurrency limits (docs/quotas.md). The unprefixed limits hold
+    for each caller (its API key, OAuth2 client or user; the client address while access
+    control is off), ``global_*`` for the whole server, ``models`` for each model (all
+    callers together); per-key, per-user and per-client limits are set through the admin
+    API or ``llmux limits``."""
 
     requests_per_minute: int | None = Field(
         default=None,
@@ -272,9 +288,80 @@ class LimitsSettings(Section):
         description="model requests per minute for each caller (key,"
         " client or user; the client address while access control is off)",
     )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="prompt + completion tokens per minute for each caller"
+    )
+    concurrent_requests: int | None = Field(
+        default=None, ge=1, description="model requests running at once for each caller"
+    )
     global_requests_per_minute: int | None = Field(
         default=None, ge=1, description="model requests per minute for the whole server"
     )
+    global_tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="tokens per minute for the whole server"
+    )
+    global_concurrent_requests: int | None = Field(
+        default=None, ge=1, description="model requests running at once on the whole server"
+    )
+    models: dict[str, QuotaSettings] = Field(
+        default_factory=dict, description="limits per model name ([limits.models.NAME])"
+    )
+    default_output_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="output tokens reserved for a request that sets no max_tokens/num_predict",
+    )
+    lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a concurrency slot is freed this long after its process stops renewing it",
+    )
+    refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often each replica rereads the per-key limits and the budgets",
+    )
+    redis_down: Literal["refuse", "share"] = Field(
+        default="refuse",
+        description="Redis unreachable: refuse (503), or share: each replica counts"
+        " limit/replicas by itself until Redis is back",
+    )
+    replicas: int = Field(
+        default=1, ge=1, description="the number of replicas, for redis_down = share"
+    )
+
+
+class PriceSettings(Section):
+    """A model's price per million tokens, in the currency of ``[prices] currency``."""
+
+    input: float = Field(default=0.0, ge=0, description="per million prompt tokens")
+    cached_input: float | None = Field(
+        default=None, ge=0, description="per million cached prompt tokens (default: input)"
+    )
+    output: float = Field(default=0.0, ge=0, description="per million completion tokens")
+
+
+class PricesSettings(Section):
+    """What requests cost, for budgets and usage (docs/quotas.md). Models without a
+    price cost nothing (local models, by default)."""
+
+    currency: str = Field(default="USD", min_length=1, description="the budgets' currency")
+    models: dict[str, PriceSettings] = Field(
+        default_factory=dict, description="price per model name ([prices.models.NAME])"
+    )
+
+
+class UsageSettings(Section):
+    """Usage accounting: one record per model request, written in batches."""
+
+    enabled: bool = Field(default=True, description="record usage (needs the database)")
+    queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="records waiting to be written; when full, new requests wait (backpressure)",
+    )
+    batch_size: int = Field(default=500, ge=1, description="records per database write")
+    flush_s: float = Field(default=1.0, gt=0, description="the longest a record waits")
 
 
 class CacheSettings(Section):
@@ -282,7 +369,7 @@ class CacheSettings(Section):
 
 
 class RedisSettings(Section):
-    """Shared state across replicas: rate-limit counters (docs/quotas.md)."""
+    """Shared state across replicas: limit and budget counters (docs/quotas.md)."""
 
     url: str | None = Field(
         default=None,
@@ -394,6 +481,8 @@ class Settings(BaseSettings):
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    prices: PricesSettings = Field(default_factory=PricesSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

@@ -161,12 +161,24 @@ class Gateway:
         return result
 
     def relay(
-        self, ctx: RequestContext, name: str, stream: bool, source: AsyncIterator[bytes]
+        self,
+        ctx: RequestContext,
+        name: str,
+        stream: bool,
+        source: AsyncIterator[bytes],
+        *,
+        body_size: int = 0,
+        max_output: int | None = None,
+        choices: int = 1,
     ) -> AsyncIterator[bytes]:
         """The relay fast path's bytes, through the chain (metadata policies only: the
-        fast path is off while any policy needs bodies)."""
+        fast path is off while any policy needs bodies). The body's length, output cap
+        and ``n`` let quotas bound what the request may use without parsing it."""
         self.check(ctx, name)
-        op = Operation("chat", name, stream=stream, backend="relay")
+        op = Operation(
+            "chat", name, stream=stream, backend="relay",
+            body_size=body_size, max_output=max_output, choices=choices,
+        )  # fmt: skip
 
         def handler(ctx: RequestContext, op: Operation) -> AsyncIterator[Any]:
             return source

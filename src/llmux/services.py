@@ -14,8 +14,11 @@ from llmux.engine.engine import LocalEngine
 from llmux.errors import InvalidRequest, LlmuxError
 from llmux.gateway import Gateway
 from llmux.history import ChatHistory
+from llmux.limits.book import QuotaBook
+from llmux.limits.budgets import BudgetCounters, MemoryBudgets, PriceTable, RedisBudgets
 from llmux.limits.gcra import Limiter, MemoryLimiter, RedisLimiter
-from llmux.limits.policy import RateLimits
+from llmux.limits.policy import Quotas
+from llmux.limits.usage import UsageLog
 from llmux.models.bundled import ensure_bundled
 from llmux.models.manager import ModelManager
 from llmux.models.store import ModelStore
@@ -24,6 +27,7 @@ from llmux.policies.access_log import AccessLog
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
 from llmux.storage.principals import SqlPrincipals
+from llmux.storage.usage import SqlUsage
 from llmux.upstream.router import UpstreamRouter
 
 log = logging.getLogger(__name__)
@@ -35,7 +39,7 @@ class Services:
     history: ChatHistory
     database: Database | None = None
     access_control: AccessControl | None = None
-    limiter: Limiter | None = None
+    quotas: Quotas | None = None
 
     @property
     def access(self) -> AccessControl:
@@ -43,9 +47,19 @@ class Services:
             raise InvalidRequest("this server has no access control (no database)")
         return self.access_control
 
+    @property
+    def limiter(self) -> Limiter | None:
+        return self.quotas.limiter if self.quotas is not None else None
+
+    @property
+    def usage(self) -> UsageLog | None:
+        return self.quotas.usage if self.quotas is not None else None
+
     async def start(self) -> None:
         if self.database is not None:
             await self.database.open()  # migrates the schema to the newest version
+        if self.usage is not None:
+            self.usage.start()
         await self.gateway.start()
 
     async def aclose(self) -> None:
@@ -53,29 +67,55 @@ class Services:
             await self.gateway.aclose()
             if self.access_control is not None:
                 await self.access_control.aclose()
-            if self.limiter is not None:
-                await self.limiter.aclose()
+            if self.quotas is not None:
+                await self.quotas.aclose()  # settles what is in flight
+                if self.quotas.usage is not None:
+                    await self.quotas.usage.aclose()  # writes what is queued
+                if self.quotas.limiter is not None:
+                    await self.quotas.limiter.aclose()
         finally:
             if self.database is not None:
                 await self.database.aclose()
 
 
-def policies(settings: Settings, limiter: Limiter | None = None) -> list[Policy]:
+def policies(settings: Settings, quotas: Quotas | None = None) -> list[Policy]:
     """The configured policy chain, outermost first: the access log sees refusals too."""
     chain: list[Policy] = []
     if settings.server.access_log:
         chain.append(AccessLog())
-    if limiter is not None:
-        chain.append(RateLimits(limiter, settings.limits))
+    if quotas is not None:
+        chain.append(quotas)
     return chain
 
 
-def build_limiter(settings: Settings) -> Limiter | None:
-    """Where rate limits are counted: Redis when configured, else this process; None
-    when no limit is set."""
-    limits = settings.limits
-    if not (limits.requests_per_minute or limits.global_requests_per_minute):
-        return None
+def build_quotas(
+    settings: Settings, db: Database | None, engine: LocalEngine | None = None
+) -> Quotas:
+    """Limits, budgets and usage accounting: counters in Redis when ``[redis] url`` is
+    set, else in this process; definitions and the ledger in ``db``."""
+    limiter = build_limiter(settings)
+    repo = SqlUsage(db) if db is not None else None
+    budgets: BudgetCounters | None = None
+    if repo is not None:
+        if isinstance(limiter, RedisLimiter):
+            budgets = RedisBudgets(limiter.redis, settings.redis.prefix)
+        else:
+            budgets = MemoryBudgets()
+    usage = UsageLog(repo, settings.usage, budgets) if repo and settings.usage.enabled else None
+    return Quotas(
+        settings.limits,
+        limiter,
+        book=QuotaBook(repo, settings.limits.refresh_s),
+        prices=PriceTable(settings.prices),
+        budgets=budgets if usage is not None else None,
+        usage=usage,
+        counter=engine.count_prompt if engine is not None else None,
+        shared=isinstance(limiter, RedisLimiter),
+    )
+
+
+def build_limiter(settings: Settings) -> Limiter:
+    """Where limits are counted: Redis when configured, else this process."""
     if settings.redis.url:
         try:
             return RedisLimiter(settings.redis.url, prefix=settings.redis.prefix)
@@ -94,13 +134,14 @@ def build_services(settings: Settings) -> Services:
     db = Database(database_url(settings.storage.database_url, settings.home_dir))
     store = ModelStore(settings.models_dir)
     ensure_bundled(store, settings.store.bundled_model)
-    limiter = build_limiter(settings)
+    engine = LocalEngine(store, settings.engine)
+    quotas = build_quotas(settings, db, engine)
     gateway = Gateway(
-        LocalEngine(store, settings.engine),
+        engine,
         manager=ModelManager(store, settings.store),
         upstreams=UpstreamRouter(settings.upstreams),
         aliases=settings.gateway.aliases,
-        policies=policies(settings, limiter),
+        policies=policies(settings, quotas),
     )
     log.info("serving models from %s", store.root)
     history = ChatHistory(
@@ -108,7 +149,7 @@ def build_services(settings: Settings) -> Services:
     )
     access = access_control(settings, db)
     return Services(
-        gateway=gateway, history=history, database=db, access_control=access, limiter=limiter
+        gateway=gateway, history=history, database=db, access_control=access, quotas=quotas
     )
 
 

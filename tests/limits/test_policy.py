@@ -11,14 +11,14 @@ import openai
 
 from llmux.config import LimitsSettings
 from llmux.limits.gcra import MemoryLimiter, RedisLimiter
-from llmux.limits.policy import RateLimits
+from llmux.limits.policy import Quotas
 from tests.support.inprocess import BASE, in_process
 
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stream": False}
 
 
-def limited(rpm: int) -> RateLimits:
-    return RateLimits(MemoryLimiter(), LimitsSettings(requests_per_minute=rpm))
+def limited(rpm: int) -> Quotas:
+    return Quotas(LimitsSettings(requests_per_minute=rpm), MemoryLimiter())
 
 
 def test_the_third_request_of_two_per_minute_is_a_429_in_each_shape(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_each_caller_has_its_own_count(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_redis_is_a_503(tmp_path: Path) -> None:
-    gone = RateLimits(RedisLimiter("redis://127.0.0.1:1/0"), LimitsSettings(requests_per_minute=5))
+    gone = Quotas(LimitsSettings(requests_per_minute=5), RedisLimiter("redis://127.0.0.1:1/0"))
     with in_process(tmp_path, policies=[gone]) as app:
         r = app.client.post("/v1/chat/completions", json=CHAT)
         assert r.status_code == 503 and "Redis" in r.json()["error"]["message"]

@@ -114,9 +114,9 @@ def test_a_rate_limit_refuses_on_the_fast_path_too(
 ) -> None:
     from llmux.config import LimitsSettings
     from llmux.limits.gcra import MemoryLimiter
-    from llmux.limits.policy import RateLimits
+    from llmux.limits.policy import Quotas
 
-    limits = RateLimits(MemoryLimiter(), LimitsSettings(requests_per_minute=1))
+    limits = Quotas(LimitsSettings(requests_per_minute=1), MemoryLimiter())
     with in_process(tmp_path, backend=FakeBackend(model_names=()), policies=[limits],
                     upstreams=upstreams(real_upstream)) as app:  # fmt: skip
         body = {"model": "renamed-oa", "messages": ASK, "max_tokens": 4, "stream": stream}

@@ -59,7 +59,9 @@ _BY_PATH: dict[str, str] = {
         CONVERSATIONS,
     ),
     # a caller's own identity and keys
-    **dict.fromkeys(("/auth/me", "/auth/logout", "/api/keys", "/api/keys/{key_id}"), ANY),
+    **dict.fromkeys(
+        ("/auth/me", "/auth/logout", "/api/keys", "/api/keys/{key_id}", "/api/usage"), ANY
+    ),
 }  # fmt: skip
 
 

@@ -48,10 +48,13 @@ ANONYMOUS = Principal()
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """One request: its id (echoed as ``X-Request-Id``), the API family and route it
-    came in on, the client's address and the principal."""
+    came in on, the client's address and the principal. ``headers`` are response
+    headers that policies add (the rate-limit headers); the identity layer sends them
+    with the response's start."""
 
     api: Api
     route: str = ""
     request_id: str = field(default_factory=new_request_id)
     client: str | None = None
     principal: Principal = ANONYMOUS
+    headers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -308,6 +308,23 @@ class LocalEngine:
         async for chunk in shaped:
             yield chunk
 
+    async def count_prompt(self, request: ChatRequest) -> int:
+        """The request's prompt tokens, as :meth:`chat` would evaluate them: exact with
+        the model's tokenizer once it is loaded, else the rendered prompt's UTF-8 length
+        (never less than its token count). Quotas reserve this before the request."""
+        record = self.record(request.model)
+        loaded = self._loaded.get(record.name.display)
+        batch = loaded.batch if loaded is not None else None
+
+        def count() -> int:
+            prompt = self.prompts.build(record, request)
+            text = prompt.text.encode()
+            if batch is None:
+                return len(text) + 1
+            return len(batch.model.tokenize(text, add_bos=prompt.add_bos, special=True))
+
+        return len(request.context) + await asyncio.to_thread(count)
+
     async def _generate(
         self, record: ModelRecord, request: ChatRequest, job: Job
     ) -> AsyncIterator[ChatChunk]:

@@ -1,34 +1,56 @@
-"""Rate limits by GCRA (the generic cell rate algorithm), exact and atomic.
+"""Rate and concurrency limits, exact and atomic, on Redis or in process.
 
-A limit of ``count`` per ``period_s`` lets one unit through every ``interval =
-period_s / count`` on average, with bursts of up to ``count``. Its whole state is one
-number per key: the theoretical arrival time (TAT) of the next unit. A request of
-``cost`` units moves it to ``max(TAT, now) + cost * interval``, and is admitted when that
-is at most ``count * interval`` ahead of now. Otherwise it is refused, consumes
-nothing, and may retry after exactly the excess.
+**Rates by GCRA** (the generic cell rate algorithm). A limit of ``count`` per
+``period_s`` lets one unit through every ``interval = period_s / count`` on average,
+with bursts of up to ``count``. Its whole state is one number per key: the theoretical
+arrival time (TAT) of the next unit. A request of ``cost`` units moves it to
+``max(TAT, now) + cost * interval`` and is admitted when that is at most
+``count * interval`` ahead of now; otherwise it is refused, consumes nothing, and may
+retry after exactly the excess. Units are requests or tokens: a token limit is charged
+the request's reservation at admission, and :meth:`Limiter.settle` moves the TAT by
+the difference once the real count is known (back for a refund, on for a charge).
 
-Several limits (a key's, a user's, the global one) are checked and committed together:
-all admit, or none is charged. On Redis this is one Lua script, one round trip, with
-Redis's own clock (``TIME``), so replicas share counters and need no synchronised
-clocks. :class:`MemoryLimiter` runs the same arithmetic in process, for one replica.
-Times are integer microseconds.
+**Concurrency by leases.** A concurrency limit of ``count`` is a sorted set of lease ids
+scored by their expiry; admission first drops expired leases, so a process that dies
+cannot keep its slots past ``period_s`` (the lease time), and a running request renews
+its lease (:meth:`Limiter.renew`).
+
+All of a request's limits are checked and committed together: every one admits it, or
+none is charged. On Redis that is one Lua script, one round trip, with Redis's own clock
+(``TIME``), so replicas share counters and need no synchronised clocks.
+:class:`MemoryLimiter` runs the same arithmetic in process, for one replica. A limit
+with ``tally`` also adds what it charges to a running total (``<key>:charged``), which
+the usage checks compare with the usage records. Times are integer microseconds.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+try:
+    from redis.exceptions import RedisError
+except ImportError:  # the redis extra is not installed: no Redis errors can happen
+
+    class RedisError(Exception):  # type: ignore[no-redef]
+        pass
+
+
+UNREACHABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, RedisError)
 US = 1_000_000
+TALLY_TTL_MS = 2 * 86_400_000  # a tally lives two days past its last change
+LEASE_RETRY_S = 1.0  # a full concurrency limit: when a slot frees is unknown
 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
     key: str  # e.g. "rpm:key:3f2a9c01b7de"
-    count: int  # units per period
-    period_s: float = 60.0
-    cost: int = 1  # units this request takes
+    count: int  # units per period; for a lease limit, requests at once
+    period_s: float = 60.0  # for a lease limit: how long a lease lives unrenewed
+    cost: int = 1  # units this request takes (a lease takes one)
+    kind: Literal["rate", "lease"] = "rate"
+    tally: bool = False
 
     @property
     def interval_us(self) -> int:
@@ -37,6 +59,17 @@ class Limit:
     @property
     def capacity_us(self) -> int:
         return self.interval_us * self.count
+
+    @property
+    def lease_us(self) -> int:
+        return max(1, round(self.period_s * US))
+
+    def args(self) -> list[int]:
+        """The script's arguments for this limit: kind, interval or lease time,
+        capacity or count, cost, tally."""
+        if self.kind == "lease":
+            return [1, self.lease_us, self.count, 1, 0]
+        return [0, self.interval_us, self.capacity_us, self.cost, int(self.tally)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,32 +81,25 @@ class Decision:
 
 
 class Limiter(Protocol):
-    async def acquire(self, limits: list[Limit]) -> Decision: ...
+    async def acquire(self, limits: list[Limit], lease: str = "") -> Decision:
+        """Check and charge every limit, or none; ``lease`` names this request's lease
+        in the concurrency limits."""
+        ...
+
+    async def settle(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
+        """After the request: move each rate limit by its signed unit count (a refund is
+        negative) and give back the lease in each lease limit listed (count ignored)."""
+        ...
+
+    async def renew(self, leases: list[tuple[Limit, str]]) -> None:
+        """Push the expiry of running requests' leases ``period_s`` into the future."""
+        ...
+
+    async def charged(self, key: str) -> int:
+        """The running total a tally limit has charged under ``key``."""
+        ...
 
     async def aclose(self) -> None: ...
-
-
-def _decide(limits: list[Limit], tats: list[int], now: int) -> tuple[Decision, list[int]]:
-    """The arithmetic both limiters share: the decision and the new TATs."""
-    new = []
-    worst = 0
-    for limit, tat in zip(limits, tats, strict=True):
-        start = max(tat, now)
-        moved = start + limit.cost * limit.interval_us
-        worst = max(worst, moved - now - limit.capacity_us)
-        new.append(moved)
-    if worst > 0:
-        remaining = tuple(
-            max(0, (limit.capacity_us - (max(t, now) - now)) // limit.interval_us)
-            for limit, t in zip(limits, tats, strict=True)
-        )
-        reset = tuple(max(0, max(t, now) - now) / US for t in tats)
-        return Decision(False, worst / US, remaining, reset), tats
-    remaining = tuple(
-        max(0, (limit.capacity_us - (t - now)) // limit.interval_us)
-        for limit, t in zip(limits, new, strict=True)
-    )
-    return Decision(True, 0.0, remaining, tuple((t - now) / US for t in new)), new
 
 
 class MemoryLimiter:
@@ -82,65 +108,196 @@ class MemoryLimiter:
 
     def __init__(self) -> None:
         self._tats: dict[str, int] = {}
+        self._leases: dict[str, dict[str, int]] = {}
+        self._tally: dict[str, int] = {}
 
-    async def acquire(self, limits: list[Limit]) -> Decision:
+    async def acquire(self, limits: list[Limit], lease: str = "") -> Decision:
         now = time.time_ns() // 1000
-        tats = [self._tats.get(limit.key, now) for limit in limits]
-        decision, new = _decide(limits, tats, now)
-        if decision.allowed:
-            for limit, tat in zip(limits, new, strict=True):
+        worst = 0
+        new: list[int] = []
+        held: list[int] = []
+        for limit in limits:
+            if limit.kind == "lease":
+                leases = self._live(limit.key, now)
+                held.append(len(leases))
+                new.append(0)
+                if len(leases) + 1 > limit.count:
+                    worst = max(worst, round(LEASE_RETRY_S * US))
+                continue
+            tat = max(self._tats.get(limit.key, now), now)
+            held.append(tat)
+            new.append(tat + limit.cost * limit.interval_us)
+            worst = max(worst, new[-1] - now - limit.capacity_us)
+        if worst > 0:
+            return _decision(limits, held, now, False, worst)
+        for limit, tat in zip(limits, new, strict=True):
+            if limit.kind == "lease":
+                self._leases.setdefault(limit.key, {})[lease] = now + limit.lease_us
+            else:
                 self._tats[limit.key] = tat
-            if len(self._tats) > 100_000:  # forget the keys that are idle again
-                self._tats = {k: v for k, v in self._tats.items() if v > now}
-        return decision
+                if limit.tally:
+                    self._tally[limit.key] = self._tally.get(limit.key, 0) + limit.cost
+        if len(self._tats) > 100_000:  # forget the keys that are idle again
+            self._tats = {k: v for k, v in self._tats.items() if v > now}
+        after = [held[i] + 1 if limit.kind == "lease" else new[i] for i, limit in enumerate(limits)]
+        return _decision(limits, after, now, True, 0)
+
+    def _live(self, key: str, now: int) -> dict[str, int]:
+        leases = self._leases.setdefault(key, {})
+        for lease, expiry in list(leases.items()):
+            if expiry <= now:
+                del leases[lease]
+        return leases
+
+    async def settle(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
+        now = time.time_ns() // 1000
+        for limit, units in changes:
+            if limit.kind == "lease":
+                self._leases.get(limit.key, {}).pop(lease, None)
+                continue
+            if limit.tally:
+                self._tally[limit.key] = self._tally.get(limit.key, 0) + units
+            tat = self._tats.get(limit.key)
+            if tat is None or units == 0:
+                continue
+            moved = (max(tat, now) if units > 0 else tat) + units * limit.interval_us
+            if moved > now:
+                self._tats[limit.key] = moved
+            else:
+                del self._tats[limit.key]
+
+    async def renew(self, leases: list[tuple[Limit, str]]) -> None:
+        now = time.time_ns() // 1000
+        for limit, lease in leases:
+            held = self._leases.get(limit.key, {})
+            if lease in held:
+                held[lease] = now + limit.lease_us
+
+    async def charged(self, key: str) -> int:
+        return self._tally.get(key, 0)
 
     async def aclose(self) -> None:
         return None
 
 
-# KEYS: one per limit. ARGV: per limit interval_us, capacity_us, cost. Returns
-# {allowed, retry_after_us, remaining_1, reset_us_1, remaining_2, reset_us_2, ...}.
-SCRIPT = """
+def _decision(
+    limits: list[Limit], state: list[int], now: int, allowed: bool, worst: int
+) -> Decision:
+    """Remaining units and time to full, per limit, from each one's TAT (or, for a
+    lease limit, its number of live leases)."""
+    remaining = []
+    reset = []
+    for limit, value in zip(limits, state, strict=True):
+        if limit.kind == "lease":
+            remaining.append(max(0, limit.count - value))
+            reset.append(0.0)
+        else:
+            ahead = max(0, value - now)
+            remaining.append(max(0, (limit.capacity_us - ahead) // limit.interval_us))
+            reset.append(ahead / US)
+    return Decision(allowed, worst / US, tuple(remaining), tuple(reset))
+
+
+# KEYS: one per limit. ARGV[1]: the lease id; then per limit: kind (0 rate, 1 lease),
+# interval_us or lease_us, capacity_us or count, cost, tally. Returns {allowed,
+# retry_after_us, then per limit: remaining, reset_us}.
+ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
-local tats = {}
+local lease = ARGV[1]
+local state = {}
 local new = {}
 local worst = 0
+local function arg(i, j) return tonumber(ARGV[1 + (i - 1) * 5 + j]) end
 for i = 1, n do
-  local interval = tonumber(ARGV[(i - 1) * 3 + 1])
-  local capacity = tonumber(ARGV[(i - 1) * 3 + 2])
-  local cost = tonumber(ARGV[(i - 1) * 3 + 3])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  tats[i] = tat
-  new[i] = tat + cost * interval
-  local over = new[i] - now - capacity
-  if over > worst then worst = over end
-end
-local out = {}
-if worst > 0 then
-  out[1] = 0
-  out[2] = worst
-  for i = 1, n do
-    local interval = tonumber(ARGV[(i - 1) * 3 + 1])
-    local capacity = tonumber(ARGV[(i - 1) * 3 + 2])
-    out[#out + 1] = math.max(0, math.floor((capacity - (tats[i] - now)) / interval))
-    out[#out + 1] = tats[i] - now
+  if arg(i, 1) == 1 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+    state[i] = redis.call('ZCARD', KEYS[i])
+    if state[i] + 1 > arg(i, 3) then worst = math.max(worst, LEASE_RETRY) end
+  else
+    local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+    if tat < now then tat = now end
+    state[i] = tat
+    new[i] = tat + arg(i, 4) * arg(i, 2)
+    local over = new[i] - now - arg(i, 3)
+    if over > worst then worst = over end
   end
-  return out
 end
-out[1] = 1
-out[2] = 0
+local out = {0, worst}
+if worst <= 0 then
+  out[1] = 1
+  for i = 1, n do
+    if arg(i, 1) == 1 then
+      redis.call('ZADD', KEYS[i], now + arg(i, 2), lease)
+      redis.call('PEXPIRE', KEYS[i], math.ceil(arg(i, 2) / 1000) + 1000)
+      state[i] = state[i] + 1
+    else
+      local ttl = math.ceil((new[i] - now) / 1000) + 1
+      redis.call('SET', KEYS[i], string.format('%d', new[i]), 'PX', ttl)
+      state[i] = new[i]
+      if arg(i, 5) == 1 then
+        redis.call('INCRBY', KEYS[i] .. ':charged', arg(i, 4))
+        redis.call('PEXPIRE', KEYS[i] .. ':charged', TALLY_TTL)
+      end
+    end
+  end
+end
 for i = 1, n do
-  local interval = tonumber(ARGV[(i - 1) * 3 + 1])
-  local capacity = tonumber(ARGV[(i - 1) * 3 + 2])
-  local ttl = math.ceil((new[i] - now) / 1000) + 1
-  redis.call('SET', KEYS[i], string.format('%d', new[i]), 'PX', ttl)
-  out[#out + 1] = math.max(0, math.floor((capacity - (new[i] - now)) / interval))
-  out[#out + 1] = new[i] - now
+  if arg(i, 1) == 1 then
+    out[#out + 1] = math.max(0, arg(i, 3) - state[i])
+    out[#out + 1] = 0
+  else
+    local ahead = math.max(0, state[i] - now)
+    out[#out + 1] = math.max(0, math.floor((arg(i, 3) - ahead) / arg(i, 2)))
+    out[#out + 1] = ahead
+  end
 end
 return out
+""".replace("LEASE_RETRY", str(round(LEASE_RETRY_S * US))).replace("TALLY_TTL", str(TALLY_TTL_MS))
+
+# KEYS: one per change. ARGV[1]: the lease id; then per change: kind, interval_us,
+# units (signed), tally. A rate limit's TAT moves by units * interval (a TAT that falls
+# behind now is deleted: the limit is full again); a lease limit drops the lease.
+SETTLE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function arg(i, j) return tonumber(ARGV[1 + (i - 1) * 4 + j]) end
+for i = 1, #KEYS do
+  if arg(i, 1) == 1 then
+    redis.call('ZREM', KEYS[i], ARGV[1])
+  else
+    local units = arg(i, 3)
+    if arg(i, 4) == 1 and units ~= 0 then
+      redis.call('INCRBY', KEYS[i] .. ':charged', units)
+      redis.call('PEXPIRE', KEYS[i] .. ':charged', TALLY_TTL)
+    end
+    local tat = tonumber(redis.call('GET', KEYS[i]))
+    if tat and units ~= 0 then
+      if units > 0 and tat < now then tat = now end
+      local moved = tat + units * arg(i, 2)
+      if moved > now then
+        redis.call('SET', KEYS[i], string.format('%d', moved), 'PX',
+          math.ceil((moved - now) / 1000) + 1)
+      else
+        redis.call('DEL', KEYS[i])
+      end
+    end
+  end
+end
+return 1
+""".replace("TALLY_TTL", str(TALLY_TTL_MS))
+
+# KEYS: lease limits; ARGV: per key the lease id and lease_us. Only live leases move.
+RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i = 1, #KEYS do
+  local ttl = tonumber(ARGV[i * 2])
+  redis.call('ZADD', KEYS[i], 'XX', now + ttl, ARGV[i * 2 - 1])
+  redis.call('PEXPIRE', KEYS[i], math.ceil(ttl / 1000) + 1000)
+end
+return 1
 """
 
 
@@ -151,20 +308,42 @@ class RedisLimiter:
         import redis.asyncio as aioredis
 
         self.prefix = prefix
-        self._redis: Any = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._script = self._redis.register_script(SCRIPT)
+        self.redis: Any = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._acquire = self.redis.register_script(ACQUIRE)
+        self._settle = self.redis.register_script(SETTLE)
+        self._renew = self.redis.register_script(RENEW)
 
-    async def acquire(self, limits: list[Limit]) -> Decision:
+    async def acquire(self, limits: list[Limit], lease: str = "") -> Decision:
         keys = [self.prefix + limit.key for limit in limits]
-        args: list[int] = []
+        args: list[Any] = [lease]
         for limit in limits:
-            args += [limit.interval_us, limit.capacity_us, limit.cost]
-        raw = await self._script(keys=keys, args=args)
-        values = [int(v) for v in raw]
+            args += limit.args()
+        values = [int(v) for v in await self._acquire(keys=keys, args=args)]
         pairs = values[2:]
-        remaining = tuple(pairs[0::2])
-        reset = tuple(v / US for v in pairs[1::2])
-        return Decision(bool(values[0]), values[1] / US, remaining, reset)
+        return Decision(
+            bool(values[0]), values[1] / US, tuple(pairs[0::2]), tuple(v / US for v in pairs[1::2])
+        )
+
+    async def settle(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
+        if not changes:
+            return
+        keys = [self.prefix + limit.key for limit, _ in changes]
+        args: list[Any] = [lease]
+        for limit, units in changes:
+            kind = 1 if limit.kind == "lease" else 0
+            args += [kind, limit.interval_us, units, int(limit.tally)]
+        await self._settle(keys=keys, args=args)
+
+    async def renew(self, leases: list[tuple[Limit, str]]) -> None:
+        if not leases:
+            return
+        args: list[Any] = []
+        for limit, lease in leases:
+            args += [lease, limit.lease_us]
+        await self._renew(keys=[self.prefix + limit.key for limit, _ in leases], args=args)
+
+    async def charged(self, key: str) -> int:
+        return int(await self.redis.get(self.prefix + key + ":charged") or 0)
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self.redis.aclose()

@@ -42,6 +42,9 @@ class Operation:
     backend: str = ""  # "local", "pool", "relay"
     requests: tuple[ChatRequest, ...] = ()  # chat: one, or one per completion prompt
     embed: EmbedRequest | None = None
+    body_size: int = 0  # the relay fast path: the unparsed body's length
+    max_output: int | None = None  # ... and its max_tokens / num_predict
+    choices: int = 1  # ... and its n
 
     @property
     def has_body(self) -> bool:
@@ -63,6 +66,9 @@ class Outcome:
     ttft_s: float | None = None  # first item (chunk, result or bytes)
     error: LlmuxError | None = None
     cancelled: bool = False  # the client went away first
+    usage_known: bool = False  # the backend reported the usage (a final chunk, a usage field)
+    pieces: int = 0  # content pieces streamed (what a cancelled stream had generated)
+    served: str = ""  # the model that answered, as the backend named it
 
     @property
     def ok(self) -> bool:

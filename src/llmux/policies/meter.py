@@ -32,12 +32,22 @@ class ChunkMeter:
         self.choices = max(1, choices)
         self.usage = Usage()
         self.finish: str | None = None
+        self.known = False
+        self.pieces = 0
+        self.model = ""
 
     def see(self, item: Any) -> None:
         if isinstance(item, ChatChunk):
+            if item.model:
+                self.model = item.model
+            if not item.done:
+                if item.content or item.thinking or item.tool_calls:
+                    self.pieces += 1
+                return
             if item.done:
                 m = item.metrics
                 if m is not None:
+                    self.known = True
                     first = item.index % self.choices == 0
                     self.usage = Usage(
                         self.usage.prompt_tokens + (m.prompt_tokens if first else 0),
@@ -47,6 +57,8 @@ class ChunkMeter:
                 self.finish = item.done_reason
         elif isinstance(item, EmbedResult):
             self.usage = Usage(prompt_tokens=item.prompt_tokens)
+            self.known = True
+            self.model = item.model
 
     def close(self) -> None:
         return None
@@ -76,10 +88,14 @@ class RelayMeter:
         self._kept = 0
         self.usage = Usage()
         self.finish: str | None = None
+        self.known = False
+        self.pieces = 0
+        self.model = ""
 
     def see(self, item: Any) -> None:
         if not isinstance(item, bytes | bytearray):
             return
+        self.pieces += item.count(b'"content"')
         self._parts.append(bytes(item))
         self._kept += len(item)
         while self._kept - len(self._parts[0]) >= TAIL_BYTES and len(self._parts) > 1:
@@ -97,6 +113,7 @@ class RelayMeter:
         completion = last("eval_count") or last("completion_tokens")
         cached = last("cached_tokens") or last("prompt_cache_hit_tokens")
         self.usage = Usage(prompt, completion, cached)
+        self.known = bool(prompt or completion)
         reasons = _REASON.findall(tail)
         self.finish = reasons[-1].decode() if reasons else None
 
@@ -140,6 +157,9 @@ async def observed(
             ttft_s=None if first is None else first - began,
             error=error,
             cancelled=cancelled,
+            usage_known=meter.known,
+            pieces=meter.pieces,
+            served=meter.model,
         )
         for policy in reversed(policies):
             try:

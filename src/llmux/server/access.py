@@ -168,7 +168,9 @@ class Access:
                 f"this credential lacks the '{required}' scope this route requires",
             )
         if isinstance(ctx, RequestContext):  # (not dataclasses.replace: 5x the time)
-            state["ctx"] = RequestContext(ctx.api, ctx.route, ctx.request_id, ctx.client, principal)
+            state["ctx"] = RequestContext(
+                ctx.api, ctx.route, ctx.request_id, ctx.client, principal, ctx.headers
+            )
 
     def _find_control(self, scope: Scope) -> AccessControl:
         """The app's access control, once its services are up (the lifespan made them)."""

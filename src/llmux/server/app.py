@@ -43,6 +43,7 @@ from llmux.server.routes import (
     models,
     ollama,
     openai,
+    quotas,
     ui,
     websocket,
 )
@@ -97,7 +98,18 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     # every route, flat (FastAPI keeps included routers nested): a 405's Allow header and
     # the access layer's scopes are read from it; FastAPI's own first (/openapi.json, /docs)
     app.state.routes = [r for r in app.router.routes if hasattr(r, "path")]
-    routers = (ollama, models, openai, deepseek, conversations, ui, admin, access, websocket)
+    routers = (
+        ollama,
+        models,
+        openai,
+        deepseek,
+        conversations,
+        ui,
+        admin,
+        access,
+        quotas,
+        websocket,
+    )
     for router in routers:
         app.include_router(router.router)
         app.state.routes.extend(router.router.routes)

@@ -90,24 +90,35 @@ class Identity:
         path = scope["path"]
         if forwarded is not None and self.proxies:
             peer = client_address(peer, forwarded, self.proxies)
-        scope.setdefault("state", {})["ctx"] = RequestContext(api_for(path), path, request_id, peer)
+        ctx = RequestContext(api_for(path), path, request_id, peer)
+        scope.setdefault("state", {})["ctx"] = ctx
         token = REQUEST_ID.set(request_id)
         try:
-            await self.app(scope, receive, _WithId(send, request_id.encode()))
+            await self.app(scope, receive, _WithId(send, request_id.encode(), ctx.headers))
         finally:
             REQUEST_ID.reset(token)
 
 
 class _WithId:
-    """``send`` that adds ``X-Request-Id`` to the response's start."""
+    """``send`` that adds ``X-Request-Id``, and the headers policies put in the
+    context, to the response's start."""
 
-    __slots__ = ("header", "send")
+    __slots__ = ("extra", "header", "send")
 
-    def __init__(self, send: Send, request_id: bytes) -> None:
+    def __init__(self, send: Send, request_id: bytes, extra: dict[str, str]) -> None:
         self.send = send
         self.header = (b"x-request-id", request_id)
+        self.extra = extra  # the context's headers: filled while the request runs
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), self.header]}
+            headers = [*message.get("headers", ()), self.header]
+            if self.extra:
+                have = {k.lower() for k, _ in headers}
+                headers += [
+                    (k.encode("latin-1"), v.encode("latin-1"))
+                    for k, v in self.extra.items()
+                    if k.encode("latin-1") not in have
+                ]
+            message = {**message, "headers": headers}
         await self.send(message)

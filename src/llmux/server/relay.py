@@ -65,6 +65,24 @@ class Plan:
         return NDJSON if self.api == "ollama" else SSE
 
     @property
+    def max_output(self) -> int | None:
+        """The output cap the body asks for (quotas reserve it)."""
+        options = self.obj.get("options")
+        for value in (
+            self.obj.get("max_completion_tokens"),
+            self.obj.get("max_tokens"),
+            options.get("num_predict") if isinstance(options, dict) else None,
+        ):
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+    @property
+    def choices(self) -> int:
+        n = self.obj.get("n")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+    @property
     def keepalive(self) -> bytes:
         return b" " if self.api == "ollama" else b": keep-alive\n\n"
 
@@ -234,7 +252,10 @@ class Relay:
             return chunks if model == p.asked else _renamed(chunks, model, p.asked)
 
         ctx = scope.get("state", {}).get("ctx") or RequestContext(api=p.api, route=p.path)  # type: ignore[arg-type]
-        stream = gw.relay(ctx, p.name, p.stream, Pool(p.name, p.fast).stream(start))
+        stream = gw.relay(
+            ctx, p.name, p.stream, Pool(p.name, p.fast).stream(start),
+            body_size=len(p.body), max_output=p.max_output, choices=p.choices,
+        )  # fmt: skip
         try:
             if p.stream:
                 await self._fast_stream(stream, p, meta, send)

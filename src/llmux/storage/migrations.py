@@ -128,6 +128,34 @@ _SESSIONS = [
 ]
 MIGRATIONS.append({"sqlite": _SESSIONS, "postgresql": _SESSIONS})
 
+# 5: quotas. Usage records are the append-only ledger (one row per model request, its
+# id the request id, so a retried write cannot charge twice); per-scope limits; budgets;
+# a user's team.
+_USAGE = [
+    "CREATE TABLE usage_records (id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, "
+    "day TEXT NOT NULL, principal TEXT NOT NULL, user_id TEXT, key_id TEXT, client_id TEXT, "
+    "team TEXT, api TEXT NOT NULL, route TEXT NOT NULL, kind TEXT NOT NULL, "
+    "model TEXT NOT NULL, served TEXT NOT NULL, backend TEXT NOT NULL, "
+    "stream BOOLEAN NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, "
+    "cached_tokens BIGINT NOT NULL, cost_micros BIGINT NOT NULL, status TEXT NOT NULL, "
+    "http_status INTEGER NOT NULL, latency_ms DOUBLE PRECISION NOT NULL, "
+    "ttft_ms DOUBLE PRECISION)",
+    "CREATE INDEX usage_created ON usage_records (created_at)",
+    "CREATE INDEX usage_user ON usage_records (user_id, created_at)",
+    "CREATE INDEX usage_key ON usage_records (key_id, created_at)",
+    "CREATE INDEX usage_client ON usage_records (client_id, created_at)",
+    "CREATE INDEX usage_team ON usage_records (team, created_at)",
+    "CREATE INDEX usage_principal ON usage_records (principal, created_at)",
+    "CREATE TABLE quotas (scope TEXT PRIMARY KEY, requests_per_minute INTEGER, "
+    "tokens_per_minute INTEGER, concurrent_requests INTEGER, "
+    "updated_at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE budgets (id TEXT PRIMARY KEY, scope TEXT NOT NULL, period TEXT NOT NULL, "
+    "amount_micros BIGINT NOT NULL, created_at DOUBLE PRECISION NOT NULL, "
+    "UNIQUE (scope, period))",
+    "ALTER TABLE users ADD COLUMN team TEXT",
+]
+MIGRATIONS.append({"sqlite": _USAGE, "postgresql": _USAGE})
+
 
 def migrate(conn: Connection, dialect: str) -> int:
     """Apply every migration not yet recorded; return the schema version."""

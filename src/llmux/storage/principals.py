@@ -40,6 +40,7 @@ users = Table(
     Column("role", Text),
     Column("disabled", Boolean),
     Column("created_at", Float),
+    Column("team", Text),
 )
 api_keys = Table(
     "api_keys",
@@ -94,6 +95,7 @@ class User:
     disabled: bool
     created_at: float
     password_hash: str = ""
+    team: str = ""  # budgets can be set for a team (docs/quotas.md)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -102,6 +104,7 @@ class User:
             "role": self.role,
             "disabled": self.disabled,
             "created_at": self.created_at,
+            "team": self.team or None,
         }
 
 
@@ -170,7 +173,10 @@ def _words(text: str | None) -> tuple[str, ...]:
 
 
 def _user(row: Any) -> User:
-    return User(row.id, row.name, row.role, bool(row.disabled), row.created_at, row.password_hash)
+    return User(
+        row.id, row.name, row.role, bool(row.disabled), row.created_at, row.password_hash,
+        row.team or "",
+    )  # fmt: skip
 
 
 def _key(row: Any) -> KeyRow:
