@@ -22,7 +22,9 @@ from llmux.models.manager import ModelManager
 from llmux.models.store import ModelStore
 from llmux.policies import Handler, Operation, Outcome, PassThrough, Policy
 from llmux.server.app import create_app
-from llmux.services import Services, access_control
+from llmux.limits.estimate import Counter
+from llmux.limits.policy import Quotas
+from llmux.services import Services, access_control, build_quotas
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
 from llmux.upstream.router import UpstreamRouter
@@ -64,6 +66,7 @@ class App:
     gateway: Gateway
     settings: Settings
     access: AccessControl
+    quotas: Quotas | None = None
 
 
 @contextmanager
@@ -74,21 +77,29 @@ def in_process(
     policies: Sequence[Policy] = (),
     upstreams: Sequence[UpstreamSettings] = (),
     gateway_cls: type[Gateway] = Gateway,
+    quotas: bool = False,
+    counter: Counter | None = None,
     **settings: Any,
 ) -> Iterator[App]:
+    """``quotas``: the quota policy as ``llmux serve`` builds it (limits, budgets, usage
+    records in the test's SQLite; counters in process, or in Redis with ``redis=...``);
+    ``counter`` counts prompts exactly for a backend named ``local``."""
     backend = backend or FakeBackend()
     config = Settings(home=tmp_path, upstreams=list(upstreams), **settings)
+    db = Database(database_url(None, tmp_path))
+    quota = build_quotas(config, db) if quotas else None
+    if quota is not None:
+        quota.counter = counter
     gateway = gateway_cls(
         backend,
         manager=ModelManager(ModelStore(tmp_path / "models"), StoreSettings()),
         upstreams=UpstreamRouter(config.upstreams),
         aliases=config.gateway.aliases,
-        policies=policies,
+        policies=[*policies, quota] if quota is not None else policies,
     )
-    db = Database(database_url(None, tmp_path))
     access = access_control(config, db)
     history = ChatHistory(SqlConversations(db), gateway, admins_see_all=config.auth.admins_see_all)
-    services = Services(gateway, history, db, access)
+    services = Services(gateway, history, db, access, quota)
     app = create_app(config, services)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
-        yield App(client, backend, gateway, config, access)
+        yield App(client, backend, gateway, config, access, quota)

@@ -80,7 +80,7 @@ class PriceTable:
     def __init__(self, settings: PricesSettings) -> None:
         self.currency = settings.currency
         self._prices = {
-            name.lower(): Price(
+            name.lower().removesuffix(":latest"): Price(
                 round(p.input * MICRO),
                 round((p.input if p.cached_input is None else p.cached_input) * MICRO),
                 round(p.output * MICRO),
@@ -89,7 +89,7 @@ class PriceTable:
         }
 
     def price(self, model: str) -> Price:
-        return self._prices.get(model.lower(), Price())
+        return self._prices.get(model.lower().removesuffix(":latest"), Price())
 
     def cost(self, model: str, usage: Usage) -> int:
         """Micro-units for ``usage`` on ``model``, rounded up."""

@@ -304,11 +304,15 @@ return 1
 class RedisLimiter:
     """The algorithm in Redis, shared by every replica: one script call per request."""
 
-    def __init__(self, url: str, prefix: str = "llmux:") -> None:
+    def __init__(self, url: str, prefix: str = "llmux:", connections: int = 64) -> None:
         import redis.asyncio as aioredis
 
         self.prefix = prefix
-        self.redis: Any = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        # at most ``connections`` at once; past that a request waits (2 s at most) for one
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=connections, timeout=2, socket_timeout=2, socket_connect_timeout=2
+        )
+        self.redis: Any = aioredis.Redis(connection_pool=pool)
         self._acquire = self.redis.register_script(ACQUIRE)
         self._settle = self.redis.register_script(SETTLE)
         self._renew = self.redis.register_script(RENEW)

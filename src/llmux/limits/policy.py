@@ -41,7 +41,14 @@ from llmux.errors import InvalidRequest, PaymentRequired, RateLimited, ServerBus
 from llmux.limits import rules
 from llmux.limits.book import QuotaBook
 from llmux.limits.budgets import BudgetCounters, Hold, PriceTable, counter_key, money, window
-from llmux.limits.estimate import Counter, Estimate, embed_estimate, estimate, relay_estimate
+from llmux.limits.estimate import (
+    Counter,
+    Estimate,
+    embed_estimate,
+    estimate,
+    prompt_bound,
+    relay_estimate,
+)
 from llmux.limits.gcra import UNREACHABLE, Decision, Limit, Limiter, MemoryLimiter
 from llmux.limits.usage import Entry, UsageLog
 from llmux.policies import Handler, Operation, Outcome, PassThrough, Usage
@@ -313,8 +320,10 @@ def charge(op: Operation, outcome: Outcome, est: Estimate | None) -> Usage:
     error = outcome.error
     if error is not None and not outcome.cancelled and error.status < 500:
         return Usage()
-    prompt = u.prompt_tokens or (est.prompt if est else 0)
-    if error is not None and not outcome.cancelled and op.backend != "local" and est is not None:
+    if est is None:  # no limit needed one before: the prompt's upper bound
+        est = Estimate(sum(prompt_bound(r) for r in op.requests) or op.body_size, 0, False)
+    prompt = u.prompt_tokens or est.prompt
+    if error is not None and not outcome.cancelled and op.backend != "local" and est.output:
         return Usage(est.prompt, est.output, 0)
     return Usage(prompt, u.completion_tokens or outcome.pieces, u.cached_tokens)
 

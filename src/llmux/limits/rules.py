@@ -27,6 +27,11 @@ from llmux.policies import Operation
 from llmux.storage.usage import BudgetRow, QuotaRow
 
 
+def short(model: str) -> str:
+    """A model's name as limits and prices are keyed: lower case, ``:latest`` dropped."""
+    return model.lower().removesuffix(":latest")
+
+
 def caller(ctx: RequestContext) -> str:
     p = ctx.principal
     if p.anonymous:
@@ -91,9 +96,9 @@ def limits(
         row = book.quotas.get(f"user:{user}")
         if row is not None:
             out += Quota().over(row).limits(f"user:{user}", settings.lease_s)
-    model = op.model.lower()
-    per_model = Quota().over(settings.models.get(op.model) or settings.models.get(model))
-    per_model = per_model.over(book.quotas.get(f"model:{model}"))
+    model = short(op.model)
+    configured_for = {short(k): v for k, v in settings.models.items()}.get(model)
+    per_model = Quota().over(configured_for).over(book.quotas.get(f"model:{model}"))
     out += per_model.limits(f"model:{model}", settings.lease_s)
     out += whole.limits("global", settings.lease_s)
     return out

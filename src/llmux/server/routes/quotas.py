@@ -178,7 +178,7 @@ async def put_limits(request: Request, scope: str) -> dict[str, Any]:
             " DELETE removes a scope's limits"
         )
     if scope.startswith("model:"):
-        scope = scope.lower()
+        scope = f"model:{rules.short(scope[6:])}"
     row = QuotaRow(await _resolved(request, scope), **body.model_dump())
     await repo(request).put_quota(row)
     await quotas(request).book.reload()
@@ -187,7 +187,9 @@ async def put_limits(request: Request, scope: str) -> dict[str, Any]:
 
 @router.delete("/admin/limits/{scope:path}", status_code=204)
 async def delete_limits(request: Request, scope: str) -> Response:
-    scope = await _resolved(request, scope.lower() if scope.startswith("model:") else scope)
+    if scope.startswith("model:"):
+        scope = f"model:{rules.short(scope[6:])}"
+    scope = await _resolved(request, scope)
     if not await repo(request).delete_quota(scope):
         raise NotFound(f"no limits are set for {scope!r}")
     await quotas(request).book.reload()
