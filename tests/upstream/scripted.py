@@ -10,6 +10,7 @@ the model name in each request picks the behaviour:
 ``broke``    402 Insufficient Balance (DeepSeek)       ``busy``     503 with Retry-After: 1
 ``tired``    422 with an OpenAI error body             ``cut``      a body without a length, cut
 ``nochunk``  SSE without chunking, cut after 2 events  ``comments`` keep-alive comments, then closes
+``held-*``   300 ms per call; :attr:`Scripted.peak` counts how many ran at once
 anything else: a short normal answer ("ok from scripted").
 """
 
@@ -29,6 +30,8 @@ THINK = ["<think>", "Two plus ", "two.", "</think>", "\n\nThe answer", " is 4."]
 class Scripted:
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
+        self.running: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
         self.bodies: dict[str, dict[str, Any]] = {}
         self.fail_brk = False
         self.port = 0
@@ -134,8 +137,23 @@ class Scripted:
             return THINK
         return ["ok", " from", " scripted"]
 
+    async def _held(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Answer after 300 ms, counting the calls that run at once."""
+        model = (await request.json())["model"]
+        request["held"] = True
+        self.running[model] += 1
+        self.peak[model] = max(self.peak[model], self.running[model])
+        try:
+            await asyncio.sleep(0.3)
+            reply: web.StreamResponse = await handler(request)
+            return reply
+        finally:
+            self.running[model] -= 1
+
     async def ollama(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        if body["model"].startswith("held") and not request.get("held"):
+            return await self._held(request, self.ollama)
         model = body["model"]
         self.bodies[model] = body
         fault = await self._fault(request, model)
@@ -185,6 +203,8 @@ class Scripted:
 
     async def openai(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        if body["model"].startswith("held") and not request.get("held"):
+            return await self._held(request, self.openai)
         model = body["model"]
         self.bodies[model] = body
         fault = await self._fault(request, model)

@@ -1,7 +1,7 @@
 """The quota definitions kept in SQL (per-scope limits, budgets, users' teams), read
-into memory and reread every ``[limits] refresh_s`` in the background, so a request
-never waits for the database; a change made on this replica applies at once, one made
-on another replica within ``refresh_s``."""
+into memory at first use and then reread every ``[limits] refresh_s`` by a background
+task, so a request never waits for the database; a change made on this replica applies
+at once, one made on another replica within ``refresh_s``."""
 
 from __future__ import annotations
 
@@ -29,23 +29,22 @@ class QuotaBook:
         return bool(self.budgets)
 
     async def current(self) -> QuotaBook:
-        """The book: read once at first use, then reread in the background when stale."""
+        """The book: read at first use, then kept fresh by the background task."""
         if self.repo is None:
             return self
         if self._read_at is None:
             await self.reload()
-        elif time.monotonic() - self._read_at > self.refresh_s and self._reading is None:
-            self._reading = asyncio.ensure_future(self._background())
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._keep_fresh())
         return self
 
-    async def _background(self) -> None:
-        try:
-            await self.reload()
-        except Exception as exc:  # noqa: BLE001 - keep the last good book; retry after refresh_s
-            log.warning("could not reread the limits and budgets: %s", exc)
-            self._read_at = time.monotonic()
-        finally:
-            self._reading = None
+    async def _keep_fresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.reload()
+            except Exception as exc:  # noqa: BLE001 - keep the last good book; try again
+                log.warning("could not reread the limits and budgets: %s", exc)
 
     async def reload(self) -> None:
         if self.repo is None:
