@@ -314,7 +314,8 @@ class LimitsSettings(Section):
     lease_s: float = Field(
         default=60.0,
         gt=0,
-        description="a concurrency slot is freed this long after its process stops renewing it",
+        description="a concurrency slot or budget hold is freed this long after its process"
+        " stops renewing it (dies)",
     )
     refresh_s: float = Field(
         default=5.0,

@@ -57,7 +57,9 @@ async def test_200_concurrent_holds_against_a_budget_for_10(counters: BudgetCoun
         await asyncio.sleep(0.01)  # a slow ledger: many requests find the counter cold
         return 0
 
-    results = await asyncio.gather(*(counters.hold(f"r{i}", [hold(b, 100)], seed) for i in range(200)))
+    results = await asyncio.gather(
+        *(counters.hold(f"r{i}", [hold(b, 100)], seed) for i in range(200))
+    )
     assert sum(r is None for r in results) == 10
     spent, held = await counters.state(counter_key(b))
     assert (spent, held) == (0, 1000)
@@ -85,7 +87,9 @@ async def test_a_cold_counter_is_seeded_from_the_ledger_once(counters: BudgetCou
 
 async def test_holds_on_several_budgets_are_all_or_none(counters: BudgetCounters) -> None:
     roomy, tight = budget(10_000, "roomy"), budget(150, "tight")
-    assert await counters.hold("r1", [hold(roomy, 100), hold(tight, 100)], lambda _: seeded(0)) is None
+    assert (
+        await counters.hold("r1", [hold(roomy, 100), hold(tight, 100)], lambda _: seeded(0)) is None
+    )
     refused = await counters.hold("r2", [hold(roomy, 100), hold(tight, 100)], lambda _: seeded(0))
     assert refused is not None and refused.budget is tight
     assert (await counters.state(counter_key(roomy)))[1] == 100  # only r1's hold

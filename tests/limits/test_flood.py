@@ -63,7 +63,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
     url = next(db)
     home = tmp_path_factory.mktemp("flood")
     config = home / "llmux.toml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         [auth]
         mode = "on"
         secret = "{secrets.token_urlsafe(32)}"
@@ -82,7 +83,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
         type = "openai"
         url = "{scripted.url}/v1"
         models = ["held", "quick"]
-    """))
+    """)
+    )
     servers = [
         start_server(tmp_path_factory.mktemp(f"flood-{i}"), extra_env={"LLMUX_CONFIG": str(config)})
         for i in range(4)
@@ -124,7 +126,7 @@ async def flood(
 
 def test_rpm_and_tpm_are_never_over_admitted_by_four_replicas(cluster: Cluster) -> None:
     rpm, tpm = 60, 2000
-    key, key_id = cluster.key(requests_per_minute=rpm, tokens_per_minute=tpm)
+    key, _ = cluster.key(requests_per_minute=rpm, tokens_per_minute=tpm)
     body = {"model": MODEL, "messages": PROMPT, "max_tokens": 2, "temperature": 0}
     answers, elapsed = asyncio.run(flood(cluster, key, body, 10.0, 32))
     ok = [r for r in answers if r.status_code == 200]
@@ -183,7 +185,9 @@ def test_retry_after_is_exact_across_replicas(cluster: Cluster) -> None:
         assert client.post(f"{b}/v1/chat/completions", json=body).status_code == 200
 
 
-def test_the_openai_sdk_and_retry_loops_recover_from_a_429(cluster: Cluster, tmp_path: Path) -> None:
+def test_the_openai_sdk_and_retry_loops_recover_from_a_429(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     key, _ = cluster.key(requests_per_minute=60)  # one a second after the burst
     url = cluster.servers[2].url
     headers = {"Authorization": f"Bearer {key}"}
@@ -191,7 +195,10 @@ def test_the_openai_sdk_and_retry_loops_recover_from_a_429(cluster: Cluster, tmp
 
     def exhaust() -> None:
         for _ in range(80):
-            if httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers).status_code == 429:
+            if (
+                httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers).status_code
+                == 429
+            ):
                 return
         raise AssertionError("the limit never refused")
 
@@ -220,7 +227,8 @@ def test_the_openai_sdk_and_retry_loops_recover_from_a_429(cluster: Cluster, tmp
         pytest.skip("node is not installed")
     exhaust()
     script = tmp_path / "retry.mjs"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         const [url, key] = process.argv.slice(2);
         async function callWithRetry(body, maxRetries = 5) {
           for (let attempt = 0; attempt < maxRetries; attempt++) {
@@ -237,7 +245,8 @@ def test_the_openai_sdk_and_retry_loops_recover_from_a_429(cluster: Cluster, tmp
         }
         const out = await callWithRetry({model: "quick", messages: [{role: "user", content: "hi"}]});
         console.log(JSON.stringify(out));
-    """))
+    """)
+    )
     done = subprocess.run([node, str(script), url, key], capture_output=True, text=True,
                           timeout=60, check=True)  # fmt: skip
     out = json.loads(done.stdout)

@@ -69,7 +69,10 @@ def test_a_prompt_larger_than_the_token_limit_is_a_400_not_an_endless_429(
 def test_the_tokens_of_a_spent_limit_are_refused_with_their_own_headers(tmp_path: Path) -> None:
     with in_process(tmp_path, quotas=True, counter=words, backend=FakeBackend(name="local"),
                     limits={"tokens_per_minute": 30}) as app:  # fmt: skip
-        assert app.client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 27}).status_code == 200
+        assert (
+            app.client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 27}).status_code
+            == 200
+        )
         r = app.client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 27})
         assert r.status_code == 429, r.text
         assert r.headers["x-ratelimit-limit-tokens"] == "30"
@@ -166,7 +169,9 @@ def test_a_budget_admits_what_it_covers_then_402_insufficient_balance(tmp_path: 
         assert report["total"]["cost_micros"] == cost * len(ok)
         balance = app.client.get("/user/balance", headers=key).json()
         left = 500 - cost * len(ok)
-        assert balance["balance_infos"][0]["total_balance"] == f"0.{left:06d}".rstrip("0").ljust(4, "0")
+        assert balance["balance_infos"][0]["total_balance"] == f"0.{left:06d}".rstrip("0").ljust(
+            4, "0"
+        )
         assert balance["balance_infos"][0]["currency"] == "CNY"
         assert balance["is_available"] is (left > 0)
         # the admin sees the budget's state; a refused request cost nothing
@@ -187,7 +192,10 @@ def test_every_request_leaves_a_usage_record(tmp_path: Path) -> None:
         assert app.client.post("/v1/chat/completions", json=CHAT).status_code == 200
         with app.client.stream("POST", "/api/chat", json={**CHAT, "stream": True}) as r:
             assert r.status_code == 200 and len(list(r.iter_lines())) == 3
-        assert app.client.post("/api/embed", json={"model": "fake", "input": ["a b"]}).status_code == 200
+        assert (
+            app.client.post("/api/embed", json={"model": "fake", "input": ["a b"]}).status_code
+            == 200
+        )
         app.backend.reply("x", error=RuntimeError("boom"), error_after=1)
         app.client.post("/v1/chat/completions", json=CHAT)
         assert app.client.post("/api/chat", json={**CHAT, "model": "nope"}).status_code == 404

@@ -18,12 +18,12 @@ from llmux.config import Settings, StoreSettings
 from llmux.core.context import RequestContext
 from llmux.gateway import Gateway
 from llmux.history import ChatHistory
+from llmux.limits.estimate import Counter
+from llmux.limits.policy import Quotas
 from llmux.models.manager import ModelManager
 from llmux.models.store import ModelStore
 from llmux.policies import Handler, Operation, Outcome, PassThrough, Policy
 from llmux.server.app import create_app
-from llmux.limits.estimate import Counter
-from llmux.limits.policy import Quotas
 from llmux.services import Services, access_control, build_quotas
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url

@@ -57,8 +57,10 @@ class Management:
         return await self.repo.update_user(user_id, password_hash=hashed)
 
     async def update_user(self, user_id: str, *, role: str | None = None,
-                          disabled: bool | None = None) -> User:  # fmt: skip
+                          disabled: bool | None = None, team: str | None = None) -> User:  # fmt: skip
         values: dict[str, Any] = {}
+        if team is not None:  # budgets per team (docs/quotas.md); not a credential change
+            await self.repo.update_user(user_id, team=team.strip() or None)
         if role is not None:
             if role not in ("admin", "user"):
                 raise InvalidRequest("role is 'admin' or 'user'", param="role")

@@ -119,6 +119,21 @@ def users_disable(
     err.print(f"{done.name} is {'disabled' if done.disabled else 'enabled'}")
 
 
+@users.command("team")
+def users_team(
+    user: str,
+    team: Annotated[str, typer.Argument(help="the team's name; '' for none")],
+    config: ConfigOpt = None,
+) -> None:
+    """Put a user in a team (a team can have a budget: `llmux budgets set team:NAME`)."""
+
+    async def work(ac: Any) -> Any:
+        return await ac.update_user((await ac.user(user)).id, team=team)
+
+    done = _run(config, work)
+    err.print(f"{done.name} is in team {done.team}" if done.team else f"{done.name} has no team")
+
+
 @users.command("passwd")
 def users_passwd(user: str, config: ConfigOpt = None) -> None:
     """Set a user's password."""

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from llmux import __version__
-from llmux.cli import access, conversations, models
+from llmux.cli import access, conversations, models, quotas
 from llmux.cli.common import (
     ConfigOpt,
     OptionOpt,
@@ -210,6 +210,7 @@ def chat(
 models.register(app)
 app.add_typer(conversations.app, name="conversations")
 access.register(app)
+quotas.register(app)
 
 
 def main() -> None:

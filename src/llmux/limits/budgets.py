@@ -8,8 +8,9 @@ a budget that cannot cover it refuses with 402. After the request, the usage wri
 is dropped and the real cost added to the counter. A settle is idempotent by request id.
 
 Counters (:class:`BudgetCounters`) are the fast path: per budget and period, ``spent``
-(what the ledger holds) and ``held`` (the holds of running requests, each expiring after
-:data:`HOLD_S` so a dead process cannot keep them). A cold counter is seeded from the
+(what the ledger holds) and ``held`` (the holds of running requests). A hold lives
+``[limits] lease_s`` and is renewed while its request runs, so a process that dies
+cannot keep the money it held for longer than that. A cold counter is seeded from the
 ledger with ``HSETNX``, so replicas starting together cannot add the ledger twice;
 :meth:`BudgetCounters.reconcile` compares a counter with the ledger and sets it right
 (compare-and-set, so a settle landing meanwhile is not lost).
@@ -29,7 +30,6 @@ from llmux.config import PricesSettings
 from llmux.policies import Usage
 from llmux.storage.usage import BudgetRow, Period
 
-HOLD_S = 900.0  # a hold outlives the longest request; then it is dropped
 MICRO = 1_000_000
 
 
@@ -139,6 +139,10 @@ class BudgetCounters(Protocol):
         """Drop ``rid``'s holds and add the real costs (once per ``rid``)."""
         ...
 
+    async def renew(self, rid: str, holds: list[Hold]) -> None:
+        """Keep a running request's holds for another ``hold_s``."""
+        ...
+
     async def state(self, key: str) -> tuple[int | None, int]:
         """(spent, held) of a counter; spent None while the counter is cold."""
         ...
@@ -153,7 +157,8 @@ class BudgetCounters(Protocol):
 class MemoryBudgets:
     """The counters in process, for one replica."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_s: float = 60.0) -> None:
+        self.hold_s = hold_s
         self._spent: dict[str, int] = {}
         self._holds: dict[str, dict[str, tuple[int, float]]] = {}
         self._settled: dict[str, float] = {}
@@ -175,8 +180,15 @@ class MemoryBudgets:
             if h.amount > available:
                 return Refusal(h.budget, max(0, available))
         for h in holds:
-            self._holds[h.key][rid] = (h.amount, now + HOLD_S)
+            self._holds[h.key][rid] = (h.amount, now + self.hold_s)
         return None
+
+    async def renew(self, rid: str, holds: list[Hold]) -> None:
+        until = time.monotonic() + self.hold_s
+        for h in holds:
+            found = self._holds.get(h.key, {}).get(rid)
+            if found is not None:
+                self._holds[h.key][rid] = (found[0], until)
 
     async def settle(self, rid: str, charges: list[tuple[Hold, int]]) -> None:
         now = time.monotonic()
@@ -207,14 +219,10 @@ class MemoryBudgets:
 # A counter hash holds "spent", "held" and "h:<rid>" = amount; its sorted set "<key>:x"
 # orders the holds by expiry. Returns {1} held, {-1, i} counter i is cold, or
 # {0, i, available} budget i cannot cover its amount.
-HOLD = """
+_NOW_AND_CLEAN = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rid = ARGV[1]
-local avail = {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  if redis.call('HEXISTS', key, 'spent') == 0 then return {-1, i} end
+local function clean(key)
   local dead = redis.call('ZRANGEBYSCORE', key .. ':x', '-inf', now)
   for _, old in ipairs(dead) do
     local amount = tonumber(redis.call('HGET', key, 'h:' .. old) or 0)
@@ -222,6 +230,15 @@ for i = 1, #KEYS do
     redis.call('HDEL', key, 'h:' .. old)
   end
   if #dead > 0 then redis.call('ZREMRANGEBYSCORE', key .. ':x', '-inf', now) end
+end
+"""
+HOLD = _NOW_AND_CLEAN + """
+local rid = ARGV[1]
+local avail = {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  if redis.call('HEXISTS', key, 'spent') == 0 then return {-1, i} end
+  clean(key)
   local spent = tonumber(redis.call('HGET', key, 'spent'))
   local held = tonumber(redis.call('HGET', key, 'held') or 0)
   avail[i] = tonumber(ARGV[2 + i * 2]) - spent - held
@@ -256,6 +273,21 @@ end
 return 1
 """
 
+# KEYS: counter hashes; ARGV: rid, hold_ms. Only holds that still exist move.
+RENEW = _NOW_AND_CLEAN + """
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i] .. ':x', 'XX', now + tonumber(ARGV[2]), ARGV[1])
+end
+return 1
+"""
+
+# KEYS[1]: a counter hash, its expired holds dropped first. Returns {spent or -1, held}.
+STATE = _NOW_AND_CLEAN + """
+clean(KEYS[1])
+local spent = redis.call('HGET', KEYS[1], 'spent')
+return {tonumber(spent or -1), tonumber(redis.call('HGET', KEYS[1], 'held') or 0)}
+"""
+
 # KEYS[1]: a counter hash. ARGV: the ledger's sum, the spent value reconcile read.
 RECONCILE = """
 local spent = redis.call('HGET', KEYS[1], 'spent')
@@ -268,16 +300,19 @@ return 1
 class RedisBudgets:
     """The counters in Redis, shared by every replica."""
 
-    def __init__(self, redis: Any, prefix: str = "llmux:") -> None:
+    def __init__(self, redis: Any, prefix: str = "llmux:", hold_s: float = 60.0) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.hold_ms = max(1, round(hold_s * 1000))
         self._hold = redis.register_script(HOLD)
         self._settle = redis.register_script(SETTLE)
+        self._renew = redis.register_script(RENEW)
+        self._state = redis.register_script(STATE)
         self._reconcile = redis.register_script(RECONCILE)
 
     async def hold(self, rid: str, holds: list[Hold], seed: Seeder) -> Refusal | None:
         keys = [self.prefix + h.key for h in holds]
-        args: list[Any] = [rid, round(HOLD_S * 1000)]
+        args: list[Any] = [rid, self.hold_ms]
         for h in holds:
             args += [h.amount, h.limit]
         for _ in range(len(holds) + 1):
@@ -304,9 +339,12 @@ class RedisBudgets:
         keys = [f"{self.prefix}settled:{rid}"] + [self.prefix + h.key for h, _ in charges]
         await self._settle(keys=keys, args=[rid] + [cost for _, cost in charges])
 
+    async def renew(self, rid: str, holds: list[Hold]) -> None:
+        await self._renew(keys=[self.prefix + h.key for h in holds], args=[rid, self.hold_ms])
+
     async def state(self, key: str) -> tuple[int | None, int]:
-        spent, held = await self.redis.hmget(self.prefix + key, "spent", "held")
-        return (None if spent is None else int(spent)), int(held or 0)
+        spent, held = (int(v) for v in await self._state(keys=[self.prefix + key]))
+        return (None if spent < 0 else spent), held
 
     async def reconcile(self, key: str, ledger: int, seen: int | None) -> bool:
         seen_text = "" if seen is None else str(seen)

@@ -138,7 +138,7 @@ class Quotas(PassThrough):
             most = self.prices.most(op.model, ticket.estimate.prompt, ticket.estimate.output)
             ticket.holds = [Hold(b, counter_key(b), most, b.amount_micros) for b in holds]
             await self._hold(ticket, book)
-        if ticket.leases:
+        if ticket.leases or ticket.holds:
             self._keep_renewing()
         return ticket
 
@@ -240,19 +240,27 @@ class Quotas(PassThrough):
             mode = "each replica counts its share" if self.fallback else "refusing (503)"
             log.warning("Redis is unreachable (%s); %s", exc, mode)
 
-    # -- leases ----------------------------------------------------------------------------
+    # -- leases and holds --------------------------------------------------------------------
 
     def _keep_renewing(self) -> None:
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.ensure_future(self._renew_leases())
 
     async def _renew_leases(self) -> None:
+        """Every lease_s / 3, renew the concurrency leases and budget holds of the
+        requests still running; stop when none is."""
         period = self.settings.lease_s / 3
         while True:
             await asyncio.sleep(period)
-            live = [t for tickets in self._open.values() for t in tickets if t.leases]
+            live = [t for tickets in self._open.values() for t in tickets if t.leases or t.holds]
             if not live:
                 return
+            for t in live:
+                if t.holds and self.budgets is not None:
+                    try:
+                        await self.budgets.renew(t.record_id, t.holds)
+                    except UNREACHABLE as exc:
+                        log.warning("could not renew the budget holds of %s: %s", t.record_id, exc)
             by_limiter: dict[int, tuple[Limiter, list[tuple[Limit, str]]]] = {}
             for t in live:
                 if t.limiter is not None:

@@ -84,6 +84,7 @@ class UserPatch(Strict):
     password: str | None = Field(None, max_length=1024)
     role: Literal["admin", "user"] | None = None
     disabled: bool | None = None
+    team: str | None = Field(None, max_length=100, description="budgets per team; '' for none")
 
 
 class LoginBody(Strict):

@@ -248,7 +248,10 @@ async def patch_user(request: Request, user_id: str) -> dict[str, Any]:
     user = await access.user(user_id)
     if body.password is not None:
         await access.set_password(user.id, body.password)
-    return (await access.update_user(user.id, role=body.role, disabled=body.disabled)).public()
+    updated = await access.update_user(
+        user.id, role=body.role, disabled=body.disabled, team=body.team
+    )
+    return updated.public()
 
 
 @router.delete("/admin/users/{user_id}", status_code=204)
