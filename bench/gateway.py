@@ -193,24 +193,44 @@ def start_llmux_policy(work: Path, upstream: str) -> Target:
     return start_llmux(work, upstream, "llmux+policy", LLMUX_SERVER__ACCESS_LOG="true")
 
 
-def start_llmux_auth(work: Path, upstream: str) -> Target:
+def start_llmux_auth(
+    work: Path, upstream: str, name: str = "llmux+auth", **settings: str
+) -> Target:
     """llmux with access control on; every request carries an API key (verified once,
     then from the 1 s cache, as in production)."""
     target = start_llmux(
-        work, upstream, "llmux+auth", probe="/", LLMUX_AUTH__MODE="on",
+        work, upstream, name, probe="/", LLMUX_AUTH__MODE="on",
         LLMUX_AUTH__SECRET="bench-secret-" + "x" * 32, LLMUX_AUTH__ADMIN_PASSWORD="bench password",
+        **settings,
     )  # fmt: skip
     assert target.run is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
-    env.update(
-        LLMUX_HOME=str(work / "llmux+auth-home"), LLMUX_AUTH__SECRET="bench-secret-" + "x" * 32
-    )
+    env.update(LLMUX_HOME=str(work / f"{name}-home"), LLMUX_AUTH__SECRET="bench-secret-" + "x" * 32)
     made = subprocess.run(
         [sys.executable, "-m", "llmux", "keys", "create", "--user", "admin", "--scopes",
          "inference models:read"], env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     target.headers = {"Authorization": "Bearer " + made.stdout.strip().splitlines()[-1]}
     return target
+
+
+def start_llmux_quotas(work: Path, upstream: str) -> Target:
+    """llmux with access control, a request, a token and a concurrency limit on every
+    key (high enough never to refuse: each request pays the whole check), counted in
+    the local Redis, and usage records: what a production deployment runs."""
+    return start_llmux_auth(
+        work, upstream, "llmux+quotas",
+        LLMUX_REDIS__URL=os.environ.get("LLMUX_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
+        LLMUX_REDIS__PREFIX=f"llmux-bench:{os.getpid()}:",
+        LLMUX_LIMITS__REQUESTS_PER_MINUTE="100000000",
+        LLMUX_LIMITS__TOKENS_PER_MINUTE="1000000000000",
+        LLMUX_LIMITS__CONCURRENT_REQUESTS="100000",
+    )  # fmt: skip
+
+
+def start_llmux_bare(work: Path, upstream: str) -> Target:
+    """llmux without usage records (on by default): nothing but the relay."""
+    return start_llmux(work, upstream, "llmux-bare", LLMUX_USAGE__ENABLED="false")
 
 
 def start_llmux_renamed(work: Path, upstream: str) -> Target:
@@ -412,7 +432,8 @@ def main() -> None:
     ap.add_argument(
         "--skip",
         default="",
-        help="comma-separated: llmux+policy,llmux+auth,llmux-renamed,litellm,portkey",
+        help="comma-separated: llmux+policy,llmux+auth,llmux+quotas,llmux-bare,llmux-renamed,"
+        "litellm,portkey",
     )
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument(
@@ -449,6 +470,8 @@ def main() -> None:
         "llmux": start_llmux,
         "llmux+policy": start_llmux_policy,
         "llmux+auth": start_llmux_auth,
+        "llmux+quotas": start_llmux_quotas,
+        "llmux-bare": start_llmux_bare,
         "llmux-renamed": start_llmux_renamed,
         "litellm": start_litellm,
         "portkey": start_portkey,
@@ -500,7 +523,7 @@ def report(results: dict[str, dict[str, object]], levels: list[int]) -> None:
             f"| {name} | " + " | ".join(row) + f" | {added[0]:.2f} | {added[1]:.2f} | "
             f"{ttfb:.2f} | {results[name]['rss_idle_mib']:.0f} / {peak:.0f} |"
         )
-    for variant in ("llmux+policy", "llmux+auth", "llmux-renamed"):
+    for variant in ("llmux+policy", "llmux+auth", "llmux+quotas", "llmux-bare", "llmux-renamed"):
         if variant in results and "llmux" in results:
             extra = cell(variant, "c1", "p50_ms") - cell("llmux", "c1", "p50_ms")
             print(f"{variant} adds {extra:+.3f} ms at the median (c=1) over plain llmux")

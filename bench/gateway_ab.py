@@ -3,9 +3,13 @@ servers started at once, c=1 and c=32 non-streaming loads alternating between th
 
     .venv/bin/python bench/gateway_ab.py --before-src /tmp/before/src [--rounds 4]
     .venv/bin/python bench/gateway_ab.py --auth [--rounds 6]
+    .venv/bin/python bench/gateway_ab.py --quotas [--rounds 6]
 
 ``--auth`` compares this version with itself: access control off, and on with every
-request carrying an API key (``llmux+auth`` of ``bench/gateway.py``).
+request carrying an API key (``llmux+auth`` of ``bench/gateway.py``). ``--quotas`` does
+the same for everything quotas add: plain llmux without usage records against
+``llmux+quotas`` (access control, request/token/concurrency limits in the local Redis,
+usage records).
 
 ``--before-src`` is the ``src`` folder of another checkout (``git worktree add
 /tmp/before <rev>``). Single runs of ``bench/gateway.py`` drift with the machine; this
@@ -39,11 +43,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before-src", help="src folder of the other version")
     ap.add_argument("--auth", action="store_true", help="access control off vs on instead")
+    ap.add_argument("--quotas", action="store_true", help="bare llmux vs llmux+quotas instead")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--duration", type=float, default=3.0)
     args = ap.parse_args()
-    if bool(args.before_src) == args.auth:
-        ap.error("give --before-src or --auth")
+    if sum((bool(args.before_src), args.auth, args.quotas)) != 1:
+        ap.error("give one of --before-src, --auth, --quotas")
     import tempfile
 
     work = Path(tempfile.mkdtemp(prefix="llmux-bench-ab-"))
@@ -53,6 +58,8 @@ def main() -> None:
                  work, "/v1/models", upstream)  # fmt: skip
     if args.auth:
         targets = [g.start_llmux(work, upstream, "llmux"), g.start_llmux_auth(work, upstream)]
+    elif args.quotas:
+        targets = [g.start_llmux_bare(work, upstream), g.start_llmux_quotas(work, upstream)]
     else:
         targets = [
             start(work, upstream, "before", args.before_src),

@@ -1,5 +1,8 @@
-"""What a rate-limit check costs: the GCRA script on the local Redis (one round trip,
-two limits) and the in-process limiter, against a bare Redis PING in the same run.
+"""What a limit check costs: the GCRA script on the local Redis (one round trip; two
+rate limits, and the full set a production request meets: requests, tokens and a
+concurrency lease for its key and for the server, then the settlement after the reply),
+a budget hold and settle, and the same in process, against a bare Redis PING in the
+same run.
 
     .venv/bin/python bench/limiter.py [--requests 5000] [--redis redis://127.0.0.1:6379/0]
 """
@@ -12,7 +15,9 @@ import statistics
 import time
 import uuid
 
+from llmux.limits.budgets import Hold, MemoryBudgets, RedisBudgets, counter_key
 from llmux.limits.gcra import Limit, MemoryLimiter, RedisLimiter
+from llmux.storage.usage import BudgetRow
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -24,16 +29,48 @@ async def main(n: int, url: str) -> None:
     import redis.asyncio as aioredis
 
     limits = [Limit("rpm:key:bench", 10**9), Limit("rpm:global", 10**9)]  # never refused
-    redis_limiter = RedisLimiter(url, prefix=f"llmux-bench:{uuid.uuid4().hex[:8]}:")
+    full = [
+        Limit(f"{kind}:{scope}", count, period, kind=lk, tally=kind == "tpm",
+              cost=120 if kind == "tpm" else 1)
+        for scope in ("key:bench", "global")
+        for kind, count, period, lk in (("rpm", 10**9, 60.0, "rate"), ("tpm", 10**12, 60.0, "rate"),
+                                        ("conc", 10**6, 60.0, "lease"))
+    ]  # fmt: skip
+    prefix = f"llmux-bench:{uuid.uuid4().hex[:8]}:"
+    redis_limiter = RedisLimiter(url, prefix=prefix)
     memory = MemoryLimiter()
+    budget = BudgetRow("bench", "key:bench", "day", 10**15)
+    hold = [Hold(budget, counter_key(budget), 100, budget.amount_micros)]
+    on_redis = RedisBudgets(redis_limiter.redis, prefix)
+    in_memory = MemoryBudgets()
     ping = aioredis.Redis.from_url(url)
     await ping.ping()
     await redis_limiter.acquire(limits)  # loads the script
+    counter = iter(range(10**9))
+
+    async def request(limiter: MemoryLimiter | RedisLimiter) -> None:
+        lease = str(next(counter))
+        await limiter.acquire(full, lease)
+        await limiter.settle([(lim, -20 if lim.tally else 0) for lim in full if lim.tally
+                              or lim.kind == "lease"], lease)  # fmt: skip
+
+    async def spend(budgets: MemoryBudgets | RedisBudgets) -> None:
+        rid = str(next(counter))
+        await budgets.hold(rid, hold, seed)
+        await budgets.settle(rid, [(hold[0], 80)])
+
+    async def seed(_: BudgetRow) -> int:
+        return 0
+
     rows = {}
     for name, call in (
         ("redis PING (baseline)", lambda: ping.ping()),
         ("GCRA on Redis, 2 limits", lambda: redis_limiter.acquire(limits)),
+        ("a request's 6 limits on Redis: admit + settle", lambda: request(redis_limiter)),
+        ("a budget on Redis: hold + settle", lambda: spend(on_redis)),
         ("GCRA in process, 2 limits", lambda: memory.acquire(limits)),
+        ("a request's 6 limits in process: admit + settle", lambda: request(memory)),
+        ("a budget in process: hold + settle", lambda: spend(in_memory)),
     ):
         samples = []
         for _ in range(n):

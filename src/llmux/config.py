@@ -363,6 +363,12 @@ class UsageSettings(Section):
     )
     batch_size: int = Field(default=500, ge=1, description="records per database write")
     flush_s: float = Field(default=1.0, gt=0, description="the longest a record waits")
+    reconcile_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="how often the budget counters are compared with the ledger and set"
+        " right (0: never; `llmux budgets reconcile` does it by hand)",
+    )
 
 
 class CacheSettings(Section):

@@ -40,6 +40,7 @@ class Services:
     database: Database | None = None
     access_control: AccessControl | None = None
     quotas: Quotas | None = None
+    reconcile_s: float = 0.0
 
     @property
     def access(self) -> AccessControl:
@@ -60,6 +61,8 @@ class Services:
             await self.database.open()  # migrates the schema to the newest version
         if self.usage is not None:
             self.usage.start()
+        if self.quotas is not None:
+            self.quotas.start(self.reconcile_s)
         await self.gateway.start()
 
     async def aclose(self) -> None:
@@ -149,8 +152,9 @@ def build_services(settings: Settings) -> Services:
     )
     access = access_control(settings, db)
     return Services(
-        gateway=gateway, history=history, database=db, access_control=access, quotas=quotas
-    )
+        gateway=gateway, history=history, database=db, access_control=access, quotas=quotas,
+        reconcile_s=settings.usage.reconcile_s,
+    )  # fmt: skip
 
 
 def access_control(settings: Settings, db: Database) -> AccessControl:

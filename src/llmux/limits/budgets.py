@@ -232,7 +232,9 @@ local function clean(key)
   if #dead > 0 then redis.call('ZREMRANGEBYSCORE', key .. ':x', '-inf', now) end
 end
 """
-HOLD = _NOW_AND_CLEAN + """
+HOLD = (
+    _NOW_AND_CLEAN
+    + """
 local rid = ARGV[1]
 local avail = {}
 for i = 1, #KEYS do
@@ -252,6 +254,7 @@ for i = 1, #KEYS do
 end
 return {1}
 """
+)
 
 # KEYS[1]: the settled marker of rid; then per budget its counter hash. ARGV: rid, then
 # per budget the real cost. A second settle of the same rid changes nothing.
@@ -274,19 +277,25 @@ return 1
 """
 
 # KEYS: counter hashes; ARGV: rid, hold_ms. Only holds that still exist move.
-RENEW = _NOW_AND_CLEAN + """
+RENEW = (
+    _NOW_AND_CLEAN
+    + """
 for i = 1, #KEYS do
   redis.call('ZADD', KEYS[i] .. ':x', 'XX', now + tonumber(ARGV[2]), ARGV[1])
 end
 return 1
 """
+)
 
 # KEYS[1]: a counter hash, its expired holds dropped first. Returns {spent or -1, held}.
-STATE = _NOW_AND_CLEAN + """
+STATE = (
+    _NOW_AND_CLEAN
+    + """
 clean(KEYS[1])
 local spent = redis.call('HGET', KEYS[1], 'spent')
 return {tonumber(spent or -1), tonumber(redis.call('HGET', KEYS[1], 'held') or 0)}
 """
+)
 
 # KEYS[1]: a counter hash. ARGV: the ledger's sum, the spent value reconcile read.
 RECONCILE = """

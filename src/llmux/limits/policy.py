@@ -103,6 +103,7 @@ class Quotas(PassThrough):
         self._ops: dict[str, int] = {}  # request id -> operations so far (record ids)
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
         self._down_logged = 0.0
 
     # -- before ----------------------------------------------------------------------------
@@ -300,14 +301,41 @@ class Quotas(PassThrough):
         except UNREACHABLE as exc:
             log.warning("could not settle the token limits of %s: %s", ticket.record_id, exc)
 
+    # -- the reconcile job -------------------------------------------------------------------
+
+    def start(self, every_s: float) -> None:
+        """Reconcile the budget counters with the ledger every ``every_s`` (each replica
+        does; compare-and-set keeps them from undoing each other's settles)."""
+        if every_s > 0 and self.budgets is not None and self.usage is not None:
+            self._reconciler = asyncio.ensure_future(self._reconcile_forever(every_s))
+
+    async def _reconcile_forever(self, every_s: float) -> None:
+        from llmux.limits.reports import reconcile
+
+        assert self.budgets is not None and self.usage is not None
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                found = await self.usage.repo.budgets()
+                for row in await reconcile(self.usage.repo, self.budgets, found):
+                    if row["drift_micros"]:
+                        log.warning(
+                            "budget %s (%s) drifted by %d micro-units from the ledger; %s",
+                            row["budget"], row["scope"], row["drift_micros"],
+                            "set right" if row["fixed"] else "moved meanwhile, next time",
+                        )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - the database or Redis failing: next time
+                log.warning("could not reconcile the budgets: %s", exc)
+
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
+        for task in (self._renewer, self._reconciler):
+            if task is not None:
+                task.cancel()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.book.aclose()

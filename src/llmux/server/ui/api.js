@@ -79,6 +79,15 @@ export const api = {
   users: async () => (await json("GET", "admin/users")).users ?? [],
   allKeys: async () => (await json("GET", "admin/keys")).keys ?? [],
   models: async () => (await json("GET", "api/tags")).models ?? [],
+  // quotas (docs/quotas.md): usage, and for admins limits and budgets
+  usageUrl: (params, all) => url(`${all ? "admin" : "api"}/usage?${params}`),
+  usage: (params, all) => json("GET", `${all ? "admin" : "api"}/usage?${params}`),
+  limits: () => json("GET", "admin/limits"),
+  setLimits: (scope, fields) => json("PUT", `admin/limits/${encodeURIComponent(scope)}`, { body: fields }),
+  removeLimits: (scope) => json("DELETE", `admin/limits/${encodeURIComponent(scope)}`),
+  budgets: () => json("GET", "admin/budgets"),
+  setBudget: (fields) => json("POST", "admin/budgets", { body: fields }),
+  removeBudget: (id) => json("DELETE", `admin/budgets/${encodeURIComponent(id)}`),
   list: async (q = "", { signal } = {}) => {
     const query = new URLSearchParams({ limit: "100" });
     if (q) query.set("q", q);
