@@ -41,7 +41,7 @@ async def main(n: int, url: str) -> None:
     memory = MemoryLimiter()
     budget = BudgetRow("bench", "key:bench", "day", 10**15)
     hold = [Hold(budget, counter_key(budget), 100, budget.amount_micros)]
-    on_redis = RedisBudgets(redis_limiter.redis, prefix)
+    on_redis = RedisBudgets(redis_limiter.scripts, prefix)
     in_memory = MemoryBudgets()
     ping = aioredis.Redis.from_url(url)
     await ping.ping()

@@ -101,7 +101,7 @@ def build_quotas(
     budgets: BudgetCounters | None = None
     if repo is not None:
         if isinstance(limiter, RedisLimiter):
-            budgets = RedisBudgets(limiter.redis, settings.redis.prefix, settings.limits.lease_s)
+            budgets = RedisBudgets(limiter.scripts, settings.redis.prefix, settings.limits.lease_s)
         else:
             budgets = MemoryBudgets(settings.limits.lease_s)
     usage = UsageLog(repo, settings.usage, budgets) if repo and settings.usage.enabled else None

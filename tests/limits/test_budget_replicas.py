@@ -30,7 +30,8 @@ def config(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
     db = fresh_pg_database("llmux_budget")
     url = next(db)
     path = tmp_path_factory.mktemp("budget") / "llmux.toml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         [auth]
         mode = "on"
         secret = "{secrets.token_urlsafe(32)}"
@@ -50,7 +51,8 @@ def config(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         [prices.models."{MODEL}"]
         input = 1.0   # one micro-yuan per prompt token
         output = 0.0
-    """))
+    """)
+    )
     yield path
     next(db, None)
 

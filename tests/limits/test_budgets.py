@@ -31,7 +31,7 @@ async def counters(request: pytest.FixtureRequest) -> AsyncIterator[BudgetCounte
     from llmux.limits.gcra import RedisLimiter
 
     limiter = RedisLimiter(request.getfixturevalue("redis_url"))  # its connection pool
-    yield RedisBudgets(limiter.redis, request.getfixturevalue("prefix"))
+    yield RedisBudgets(limiter.scripts, request.getfixturevalue("prefix"))
     await limiter.aclose()
 
 

@@ -61,7 +61,7 @@ def _run(config: Path | None, work: Callable[[Quotas], Awaitable[T]]) -> T:
         limiter = RedisLimiter(conf.redis.url, conf.redis.prefix) if conf.redis.url else None
         try:
             await db.open()
-            counters = RedisBudgets(limiter.redis, conf.redis.prefix) if limiter else None
+            counters = RedisBudgets(limiter.scripts, conf.redis.prefix) if limiter else None
             return await work(Quotas(conf, SqlUsage(db), access_control(conf, db), counters))
         finally:
             if limiter is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from llmux.storage.usage import BudgetRow, QuotaRow, SqlUsage
 
@@ -21,6 +22,7 @@ class QuotaBook:
         self.quotas: dict[str, QuotaRow] = {}
         self.budgets: dict[str, list[BudgetRow]] = {}  # scope -> its budgets
         self.teams: dict[str, str] = {}  # user id -> team
+        self.memo: dict[tuple[Any, ...], Any] = {}  # rules.py's, emptied on every reread
         self._read_at: float | None = None
         self._reading: asyncio.Task[None] | None = None
 
@@ -58,6 +60,7 @@ class QuotaBook:
             grouped.setdefault(b.scope, []).append(b)
         self.budgets = grouped
         self.teams = teams
+        self.memo = {}
         self._read_at = time.monotonic()
 
     async def aclose(self) -> None:

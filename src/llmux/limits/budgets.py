@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from llmux.config import PricesSettings
+from llmux.limits.gcra import Scripts
 from llmux.policies import Usage
 from llmux.storage.usage import BudgetRow, Period
 
@@ -309,15 +310,16 @@ return 1
 class RedisBudgets:
     """The counters in Redis, shared by every replica."""
 
-    def __init__(self, redis: Any, prefix: str = "llmux:", hold_s: float = 60.0) -> None:
-        self.redis = redis
+    def __init__(self, scripts: Scripts, prefix: str = "llmux:", hold_s: float = 60.0) -> None:
+        self.scripts = scripts
+        self.redis = scripts.redis
         self.prefix = prefix
         self.hold_ms = max(1, round(hold_s * 1000))
-        self._hold = redis.register_script(HOLD)
-        self._settle = redis.register_script(SETTLE)
-        self._renew = redis.register_script(RENEW)
-        self._state = redis.register_script(STATE)
-        self._reconcile = redis.register_script(RECONCILE)
+        self._hold = scripts.register(HOLD)
+        self._settle = scripts.register(SETTLE)
+        self._renew = scripts.register(RENEW)
+        self._state = scripts.register(STATE)
+        self._reconcile = scripts.register(RECONCILE)
 
     async def hold(self, rid: str, holds: list[Hold], seed: Seeder) -> Refusal | None:
         keys = [self.prefix + h.key for h in holds]
@@ -325,7 +327,7 @@ class RedisBudgets:
         for h in holds:
             args += [h.amount, h.limit]
         for _ in range(len(holds) + 1):
-            answer = [int(v) for v in await self._hold(keys=keys, args=args)]
+            answer = [int(v) for v in await self.scripts.call(self._hold, keys, args)]
             if answer[0] == 1:
                 return None
             h = holds[answer[1] - 1]
@@ -346,18 +348,22 @@ class RedisBudgets:
 
     async def settle(self, rid: str, charges: list[tuple[Hold, int]]) -> None:
         keys = [f"{self.prefix}settled:{rid}"] + [self.prefix + h.key for h, _ in charges]
-        await self._settle(keys=keys, args=[rid] + [cost for _, cost in charges])
+        await self.scripts.call(self._settle, keys, [rid] + [cost for _, cost in charges])
 
     async def renew(self, rid: str, holds: list[Hold]) -> None:
-        await self._renew(keys=[self.prefix + h.key for h in holds], args=[rid, self.hold_ms])
+        await self.scripts.call(
+            self._renew, [self.prefix + h.key for h in holds], [rid, self.hold_ms]
+        )
 
     async def state(self, key: str) -> tuple[int | None, int]:
-        spent, held = (int(v) for v in await self._state(keys=[self.prefix + key]))
+        spent, held = (
+            int(v) for v in await self.scripts.call(self._state, [self.prefix + key], [])
+        )
         return (None if spent < 0 else spent), held
 
     async def reconcile(self, key: str, ledger: int, seen: int | None) -> bool:
         seen_text = "" if seen is None else str(seen)
-        done = await self._reconcile(keys=[self.prefix + key], args=[ledger, seen_text])
+        done = await self.scripts.call(self._reconcile, [self.prefix + key], [ledger, seen_text])
         return bool(int(done))
 
     async def aclose(self) -> None:

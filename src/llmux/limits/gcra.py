@@ -25,6 +25,7 @@ the usage checks compare with the usage records. Times are integer microseconds.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -41,6 +42,7 @@ UNREACHABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, RedisE
 US = 1_000_000
 TALLY_TTL_MS = 2 * 86_400_000  # a tally lives two days past its last change
 LEASE_RETRY_S = 1.0  # a full concurrency limit: when a slot frees is unknown
+SETTLE_DELAY_S = 0.02  # a settle rides with the next admission, or goes after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +200,9 @@ def _decision(
     return Decision(allowed, worst / US, tuple(remaining), tuple(reset))
 
 
-# KEYS: one per limit. ARGV[1]: the lease id; then per limit: kind (0 rate, 1 lease),
-# interval_us or lease_us, capacity_us or count, cost, tally. Returns {allowed,
+# KEYS: one per limit. ARGV[1]: the lease id; ARGV[2]: per limit five numbers, kind
+# (0 rate, 1 lease), interval_us or lease_us, capacity_us or count, cost, tally, in one
+# space-separated string (one argument to encode, not thirty). Returns {allowed,
 # retry_after_us, then per limit: remaining, reset_us}.
 ACQUIRE = """
 local t = redis.call('TIME')
@@ -209,7 +212,9 @@ local lease = ARGV[1]
 local state = {}
 local new = {}
 local worst = 0
-local function arg(i, j) return tonumber(ARGV[1 + (i - 1) * 5 + j]) end
+local spec = {}
+for number in string.gmatch(ARGV[2], '-?%d+') do spec[#spec + 1] = tonumber(number) end
+local function arg(i, j) return spec[(i - 1) * 5 + j] end
 for i = 1, n do
   if arg(i, 1) == 1 then
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
@@ -256,13 +261,15 @@ end
 return out
 """.replace("LEASE_RETRY", str(round(LEASE_RETRY_S * US))).replace("TALLY_TTL", str(TALLY_TTL_MS))
 
-# KEYS: one per change. ARGV[1]: the lease id; then per change: kind, interval_us,
-# units (signed), tally. A rate limit's TAT moves by units * interval (a TAT that falls
+# KEYS: one per change. ARGV[1]: the lease id; ARGV[2]: per change kind, interval_us,
+# units (signed), tally, in one string. A rate limit's TAT moves by units * interval (a TAT that falls
 # behind now is deleted: the limit is full again); a lease limit drops the lease.
 SETTLE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local function arg(i, j) return tonumber(ARGV[1 + (i - 1) * 4 + j]) end
+local spec = {}
+for number in string.gmatch(ARGV[2], '-?%d+') do spec[#spec + 1] = tonumber(number) end
+local function arg(i, j) return spec[(i - 1) * 4 + j] end
 for i = 1, #KEYS do
   if arg(i, 1) == 1 then
     redis.call('ZREM', KEYS[i], ARGV[1])
@@ -301,42 +308,146 @@ return 1
 """
 
 
+Call = tuple[Any, list[Any], list[Any], "asyncio.Future[Any]"]
+
+
+class Scripts:
+    """Lua script calls on one Redis, coalesced: the calls made while the event loop
+    runs one turn go out together as one pipeline (one write, one round trip), so many
+    concurrent requests cost one exchange with Redis, not one each. A ``lazy`` call (a
+    settle, which nothing waits for) rides with the next batch, or goes after
+    :data:`SETTLE_DELAY_S`. A script Redis does not know (it restarted, or was flushed)
+    is loaded and the call sent again."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self._pending: list[Call] = []
+        self._lazy: list[Call] = []
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def register(self, text: str) -> Any:
+        return self.redis.register_script(text)
+
+    def call(
+        self, script: Any, keys: list[Any], args: list[Any], *, lazy: bool = False
+    ) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if lazy:
+            self._lazy.append((script, keys, args, future))
+            if self._timer is None:
+                self._timer = loop.call_later(SETTLE_DELAY_S, self._flush)
+            return future
+        self._pending.append((script, keys, args, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch = self._lazy + self._pending  # settles first: their refunds count already
+        self._lazy, self._pending = [], []
+        if batch:
+            task = asyncio.ensure_future(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[Call]) -> None:
+        from redis.exceptions import NoScriptError
+
+        try:
+            if len(batch) == 1:  # alone: a plain command costs less than a pipeline
+                script, keys, args, _ = batch[0]
+                try:
+                    results = [await self.redis.evalsha(script.sha, len(keys), *keys, *args)]
+                except NoScriptError as missing:
+                    results = [missing]
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for script, keys, args, _ in batch:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # noqa: BLE001 - the connection: every call of it fails
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (script, keys, args, future), result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):
+                try:
+                    result = await script(keys=keys, args=args)  # loads it, then calls
+                except Exception as exc:  # noqa: BLE001 - handed to the caller
+                    result = exc
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def aclose(self) -> None:
+        if self._lazy or self._pending:
+            self._flush()
+        if self._sending:
+            await asyncio.gather(*list(self._sending), return_exceptions=True)
+
+
 class RedisLimiter:
-    """The algorithm in Redis, shared by every replica: one script call per request."""
+    """The algorithm in Redis, shared by every replica: one script call per request,
+    coalesced with the other calls of the same moment (:class:`Scripts`)."""
 
     def __init__(self, url: str, prefix: str = "llmux:", connections: int = 64) -> None:
         import redis.asyncio as aioredis
 
         self.prefix = prefix
-        # at most ``connections`` at once; past that a request waits (2 s at most) for one
+        # at most ``connections`` at once; past that a call waits (2 s at most) for one
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=connections, timeout=2, socket_timeout=2, socket_connect_timeout=2
         )
         self.redis: Any = aioredis.Redis(connection_pool=pool)
-        self._acquire = self.redis.register_script(ACQUIRE)
-        self._settle = self.redis.register_script(SETTLE)
-        self._renew = self.redis.register_script(RENEW)
+        self.scripts = Scripts(self.redis)
+        self._acquire = self.scripts.register(ACQUIRE)
+        self._settle = self.scripts.register(SETTLE)
+        self._renew = self.scripts.register(RENEW)
 
     async def acquire(self, limits: list[Limit], lease: str = "") -> Decision:
         keys = [self.prefix + limit.key for limit in limits]
-        args: list[Any] = [lease]
-        for limit in limits:
-            args += limit.args()
-        values = [int(v) for v in await self._acquire(keys=keys, args=args)]
-        pairs = values[2:]
-        return Decision(
-            bool(values[0]), values[1] / US, tuple(pairs[0::2]), tuple(v / US for v in pairs[1::2])
+        spec = " ".join(" ".join(map(str, limit.args())) for limit in limits)
+        pending = self.scripts.call(self._acquire, keys, [lease, spec])
+        try:
+            raw = await asyncio.shield(pending)
+        except asyncio.CancelledError:  # gone before Redis answered: undo an admission
+            pending.add_done_callback(lambda done: self._undo(done, limits, lease))
+            raise
+        return _parsed(raw)
+
+    def _undo(self, done: asyncio.Future[Any], limits: list[Limit], lease: str) -> None:
+        if done.cancelled() or done.exception() is not None or not _parsed(done.result()).allowed:
+            return
+        changes = [(lim, 0 if lim.kind == "lease" else -lim.cost) for lim in limits]
+        self.scripts.call(self._settle, *self._settle_args(changes, lease), lazy=True)
+
+    def _settle_args(
+        self, changes: list[tuple[Limit, int]], lease: str
+    ) -> tuple[list[Any], list[Any]]:
+        keys = [self.prefix + limit.key for limit, _ in changes]
+        spec = " ".join(
+            f"{1 if limit.kind == 'lease' else 0} {limit.interval_us} {units} {int(limit.tally)}"
+            for limit, units in changes
         )
+        return keys, [lease, spec]
 
     async def settle(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
-        if not changes:
-            return
-        keys = [self.prefix + limit.key for limit, _ in changes]
-        args: list[Any] = [lease]
-        for limit, units in changes:
-            kind = 1 if limit.kind == "lease" else 0
-            args += [kind, limit.interval_us, units, int(limit.tally)]
-        await self._settle(keys=keys, args=args)
+        """Sent with the next batch of calls, or within :data:`SETTLE_DELAY_S`."""
+        if changes:
+            keys, args = self._settle_args(changes, lease)
+            await self.scripts.call(self._settle, keys, args, lazy=True)
 
     async def renew(self, leases: list[tuple[Limit, str]]) -> None:
         if not leases:
@@ -344,10 +455,20 @@ class RedisLimiter:
         args: list[Any] = []
         for limit, lease in leases:
             args += [lease, limit.lease_us]
-        await self._renew(keys=[self.prefix + limit.key for limit, _ in leases], args=args)
+        keys = [self.prefix + limit.key for limit, _ in leases]
+        await self.scripts.call(self._renew, keys, args)
 
     async def charged(self, key: str) -> int:
         return int(await self.redis.get(self.prefix + key + ":charged") or 0)
 
     async def aclose(self) -> None:
+        await self.scripts.aclose()
         await self.redis.aclose()
+
+
+def _parsed(raw: Any) -> Decision:
+    values = [int(v) for v in raw]
+    pairs = values[2:]
+    return Decision(
+        bool(values[0]), values[1] / US, tuple(pairs[0::2]), tuple(v / US for v in pairs[1::2])
+    )

@@ -286,20 +286,20 @@ class Quotas(PassThrough):
         usage = charge(op, outcome, ticket.estimate)
         cost = self.prices.cost(op.model, usage) if self.prices else 0
         if ticket.limiter is not None:
-            self._spawn(self._settle(ticket, usage))
+            self._settle(ticket, usage)
         if self.usage is not None:
             record = usage_record(ctx, op, outcome, usage, cost, ticket, self.book)
             self.usage.put(Entry(record, ticket.holds, [cost] * len(ticket.holds)))
 
-    async def _settle(self, ticket: Ticket, usage: Usage) -> None:
+    def _settle(self, ticket: Ticket, usage: Usage) -> None:
+        """Move the token limits by what the request really used and give back its
+        lease; sent with the next batch of script calls, not waited for."""
         assert ticket.limiter is not None
         spent = usage.prompt_tokens + usage.completion_tokens
         changes = [(lim, spent - lim.cost) for lim in ticket.limits if lim.tally]
         changes += [(lim, 0) for lim in ticket.leases]
-        try:
-            await ticket.limiter.settle(changes, ticket.lease)
-        except UNREACHABLE as exc:
-            log.warning("could not settle the token limits of %s: %s", ticket.record_id, exc)
+        if changes:
+            self._spawn(_logged(ticket.limiter.settle(changes, ticket.lease), ticket.record_id))
 
     # -- the reconcile job -------------------------------------------------------------------
 
@@ -339,6 +339,13 @@ class Quotas(PassThrough):
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.book.aclose()
+
+
+async def _logged(settling: Any, record_id: str) -> None:
+    try:
+        await settling
+    except UNREACHABLE as exc:
+        log.warning("could not settle the token limits of %s: %s", record_id, exc)
 
 
 def _share(limit: Limit, replicas: int) -> Limit:

@@ -88,20 +88,34 @@ def configured(settings: LimitsSettings, book: QuotaBook) -> bool:
 def limits(
     ctx: RequestContext, op: Operation, book: QuotaBook, settings: LimitsSettings
 ) -> list[Limit]:
-    each, whole = defaults(settings)
+    """The limits of one request (unit costs; token costs are the policy's). The same
+    caller, user and model give the same limits until the book is reread: cached."""
     who = caller(ctx)
+    key = (who, ctx.principal.user_id, op.model)
+    cache = book.memo
+    found = cache.get(key)
+    if found is None:
+        if len(cache) > 10_000:
+            cache.clear()
+        found = cache[key] = _limits(who, ctx.principal.user_id, op.model, book, settings)
+    return list(found)
+
+
+def _limits(
+    who: str, user: str | None, model_name: str, book: QuotaBook, settings: LimitsSettings
+) -> tuple[Limit, ...]:
+    each, whole = defaults(settings)
     out = each.over(book.quotas.get(who)).limits(who, settings.lease_s)
-    user = ctx.principal.user_id
     if user and who != f"user:{user}":
         row = book.quotas.get(f"user:{user}")
         if row is not None:
             out += Quota().over(row).limits(f"user:{user}", settings.lease_s)
-    model = short(op.model)
+    model = short(model_name)
     configured_for = {short(k): v for k, v in settings.models.items()}.get(model)
     per_model = Quota().over(configured_for).over(book.quotas.get(f"model:{model}"))
     out += per_model.limits(f"model:{model}", settings.lease_s)
     out += whole.limits("global", settings.lease_s)
-    return out
+    return tuple(out)
 
 
 def budgets(ctx: RequestContext, book: QuotaBook) -> list[BudgetRow]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -94,14 +95,14 @@ class UsageLog:
     async def write_batch(self) -> int:
         """Commit the oldest batch, then settle its budgets; the batch leaves the queue
         only once committed."""
-        batch = [self._queue[i] for i in range(min(len(self._queue), self.settings.batch_size))]
+        batch = list(itertools.islice(self._queue, self.settings.batch_size))
         new = await self.repo.add([e.record for e in batch])
         for _ in batch:
             self._queue.popleft()
         if len(self._queue) < self.settings.queue_size:
             self._room.set()
-        self.stats["written"] += len(new)
-        self.stats["duplicates"] += len(batch) - len(new)
+        self.stats["written"] += new
+        self.stats["duplicates"] += len(batch) - new
         await self._settle(batch)
         return len(batch)
 

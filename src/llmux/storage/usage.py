@@ -10,7 +10,8 @@ summed from the records; nothing updates or deletes them.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from operator import attrgetter
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -121,6 +122,10 @@ class UsageRecord:
     ttft_ms: float | None
 
 
+COLUMNS = tuple(f.name for f in fields(UsageRecord))
+_values = attrgetter(*COLUMNS)
+
+
 @dataclass(frozen=True, slots=True)
 class QuotaRow:
     scope: str  # key:ID, user:ID, client:ID, model:NAME
@@ -158,18 +163,16 @@ class SqlUsage:
 
     # -- the ledger --------------------------------------------------------------------
 
-    async def add(self, batch: list[UsageRecord]) -> set[str]:
-        """Write the records in one transaction; the ids of those that were new."""
+    async def add(self, batch: list[UsageRecord]) -> int:
+        """Write the records in one transaction (one executemany); how many were new
+        (where the driver says; else all of them)."""
         if not batch:
-            return set()
-        statement = (
-            self._insert()(records)
-            .values([asdict(r) for r in batch])
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(records.c.id)
-        )
+            return 0
+        statement = self._insert()(records).on_conflict_do_nothing(index_elements=["id"])
+        rows = [dict(zip(COLUMNS, _values(r), strict=True)) for r in batch]
         async with self.db.engine.begin() as conn:
-            return {row[0] for row in await conn.execute(statement)}
+            done = await conn.execute(statement, rows)
+        return done.rowcount if done.rowcount is not None and done.rowcount >= 0 else len(batch)
 
     async def spent(self, budget: BudgetRow, start: float, end: float) -> int:
         """What the records charged to ``budget``'s scope in [start, end)."""
