@@ -35,7 +35,7 @@ function days(start, end) {
 function barChart(figure, labels, models, value, format) {
   const totals = labels.map((d) => models.reduce((sum, m) => sum + value(d, m), 0));
   const top = Math.max(...totals, 0);
-  const width = 720, height = 200, left = 64, bottom = 22;
+  const width = 720, height = 200, left = 84, bottom = 22;
   const step = (width - left) / Math.max(labels.length, 1);
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height + bottom}`, role: "img", "aria-label": figure.dataset.testid });
   chart.append(svg("line", { x1: left, y1: height, x2: width, y2: height, class: "axis" }));
@@ -85,7 +85,8 @@ async function load() {
   $("summary").textContent = `${number(t.requests)} requests · ${number(t.total_tokens)} tokens · ${t.cost} ${report.currency}`;
   barChart($("tokens-chart"), labels, models, (d, m) => { const r = cell.get(`${d}|${m}`); return r ? r.total_tokens : 0; }, number);
   barChart($("cost-chart"), labels, models, (d, m) => { const r = cell.get(`${d}|${m}`); return r ? r.cost_micros : 0; },
-    (micros) => `${(micros / 1e6).toFixed(micros && micros < 10000 ? 6 : 2)} ${report.currency}`);
+    (micros) => (micros / 1e6).toFixed(micros && micros < 10000 ? 6 : 2));
+  $("cost-unit").textContent = report.currency ? `(${report.currency})` : "";
   const per = new Map();
   for (const r of report.data) {
     const m = per.get(r.model) ?? { requests: 0, prompt: 0, completion: 0, cost: 0 };
