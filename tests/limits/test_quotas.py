@@ -245,3 +245,22 @@ def test_own_usage_is_only_ones_own(tmp_path: Path) -> None:
         assert app.client.get("/admin/usage", headers=a).status_code == 403
         r = app.client.get("/api/usage?group_by=user", headers=a)
         assert r.status_code == 400
+
+
+def test_a_repeated_request_id_is_recorded_and_charged_each_time(tmp_path: Path) -> None:
+    """The request id is the client's (X-Request-Id): it cannot make two requests one."""
+    with in_process(tmp_path, quotas=True, auth={"mode": "on"}, prices=PRICES) as app:
+        root = admin_key(app)
+        key = bearer(key_for(app, make_user(app, "eve")))
+        app.client.post("/admin/budgets", json={"scope": "user:eve", "period": "total",
+                                                "amount": "1.00"}, headers=root)  # fmt: skip
+        same = {**key, "X-Request-Id": "same-id"}
+        for _ in range(3):
+            r = app.client.post("/v1/chat/completions", json=CHAT, headers=same)
+            assert r.status_code == 200 and r.headers["x-request-id"] == "same-id"
+        flush(app)
+        total = app.client.get("/api/usage", headers=key).json()["total"]
+        assert total["requests"] == 3
+        budget = app.client.get("/admin/budgets", headers=root).json()["budgets"][0]
+        assert budget["spent_micros"] == total["cost_micros"] == budget["counter_micros"] > 0
+        assert budget["held_micros"] == 0

@@ -308,68 +308,30 @@ return 1
 """
 
 
-Call = tuple[int, list[Any], list[Any], "asyncio.Future[Any]"]
-
-
-# The dispatcher of the one library script: ARGV[1] is the number of calls; then per call
-# its function's number, its key count, its argument count and its arguments, with the
-# keys in KEYS in the same order. Each call runs in pcall: one failing (a key of the
-# wrong type) answers an error for that call alone.
-DISPATCH = """
-local out = {}
-local k, a = 1, 2
-for c = 1, tonumber(ARGV[1]) do
-  local id, nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 3
-  local keys, argv = {}, {}
-  for i = 1, nk do keys[i] = KEYS[k]; k = k + 1 end
-  for i = 1, na do argv[i] = ARGV[a]; a = a + 1 end
-  local ok, res = pcall(F[id], keys, argv)
-  if ok then out[c] = res
-  elseif type(res) == 'table' and res.err then out[c] = res
-  else out[c] = {err = tostring(res)} end
-end
-return out
-"""
+Call = tuple[Any, list[Any], list[Any], "asyncio.Future[Any]"]
 
 
 class Scripts:
-    """Lua script calls on one Redis, coalesced: every script registered here becomes a
-    function of one library script, and the calls made while the event loop runs one
-    turn go out together as one ``EVALSHA`` of it (one command, one round trip), so many
+    """Lua script calls on one Redis, coalesced: the calls made while the event loop
+    runs one turn go out together as one pipeline (one write, one round trip), so many
     concurrent requests cost one exchange with Redis, not one each. A ``lazy`` call (a
     settle, which nothing waits for) rides with the next batch, or goes after
-    :data:`SETTLE_DELAY_S`. Redis that lost the script (a restart, a flush) is sent it
-    again by redis-py."""
+    :data:`SETTLE_DELAY_S`. A script Redis does not know (it restarted, or was flushed)
+    is loaded and the call sent again."""
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
-        self._bodies: list[str] = []
-        self._library: Any = None
         self._pending: list[Call] = []
         self._lazy: list[Call] = []
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
-    def register(self, text: str) -> int:
-        """Add a script (a body that reads KEYS and ARGV and returns a value); the number
-        to call it by."""
-        self._bodies.append(text)
-        self._library = None
-        return len(self._bodies)
-
-    def _script(self) -> Any:
-        if self._library is None:
-            functions = "\n".join(
-                f"F[{i}] = function(KEYS, ARGV)\n{body}\nend"
-                for i, body in enumerate(self._bodies, start=1)
-            )
-            self._library = self.redis.register_script(f"local F = {{}}\n{functions}\n{DISPATCH}")
-        return self._library
+    def register(self, text: str) -> Any:
+        return self.redis.register_script(text)
 
     def call(
-        self, script: int, keys: list[Any], args: list[Any], *, lazy: bool = False
+        self, script: Any, keys: list[Any], args: list[Any], *, lazy: bool = False
     ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -397,19 +359,31 @@ class Scripts:
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[Call]) -> None:
-        keys: list[Any] = []
-        args: list[Any] = [len(batch)]
-        for number, call_keys, call_args, _ in batch:
-            args += [number, len(call_keys), len(call_args), *call_args]
-            keys += call_keys
+        from redis.exceptions import NoScriptError
+
         try:
-            results = await self._script()(keys=keys, args=args)
+            if len(batch) == 1:  # alone: a plain command costs less than a pipeline
+                script, keys, args, _ = batch[0]
+                try:
+                    results = [await self.redis.evalsha(script.sha, len(keys), *keys, *args)]
+                except NoScriptError as missing:
+                    results = [missing]
+            else:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for script, keys, args, _ in batch:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # noqa: BLE001 - the connection: every call of it fails
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (*_, future), result in zip(batch, results, strict=True):
+        for (script, keys, args, future), result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):
+                try:
+                    result = await script(keys=keys, args=args)  # loads it, then calls
+                except Exception as exc:  # noqa: BLE001 - handed to the caller
+                    result = exc
             if future.done():
                 continue
             if isinstance(result, Exception):

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmux.config import LimitsSettings
-from llmux.core.context import RequestContext
+from llmux.core.context import RequestContext, new_request_id
 from llmux.errors import InvalidRequest, PaymentRequired, RateLimited, ServerBusy
 from llmux.limits import rules
 from llmux.limits.book import QuotaBook
@@ -100,7 +100,6 @@ class Quotas(PassThrough):
         self.counter = counter  # exact prompt tokens on the local engine
         self.fallback = MemoryLimiter() if shared and settings.redis_down == "share" else None
         self._open: dict[int, list[Ticket]] = {}
-        self._ops: dict[str, int] = {}  # request id -> operations so far (record ids)
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
@@ -143,12 +142,11 @@ class Quotas(PassThrough):
             self._keep_renewing()
         return ticket
 
-    def _record_id(self, ctx: RequestContext) -> str:
-        n = self._ops.get(ctx.request_id, 0) + 1
-        self._ops[ctx.request_id] = n
-        if len(self._ops) > 10_000:
-            self._ops = {ctx.request_id: n}
-        return ctx.request_id if n == 1 else f"{ctx.request_id}.{n}"
+    @staticmethod
+    def _record_id(ctx: RequestContext) -> str:
+        """A new id for this operation's record, hold and lease: the request id is the
+        client's to choose and may repeat, so it cannot key what is charged once."""
+        return new_request_id()
 
     async def _estimate(self, op: Operation) -> Estimate:
         default = self.settings.default_output_tokens
@@ -392,6 +390,7 @@ def usage_record(
         status, http = "ok", 200
     return UsageRecord(
         id=ticket.record_id,
+        request_id=ctx.request_id,
         created_at=now,
         day=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"),
         principal=rules.caller(ctx),

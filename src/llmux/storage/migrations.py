@@ -128,11 +128,12 @@ _SESSIONS = [
 ]
 MIGRATIONS.append({"sqlite": _SESSIONS, "postgresql": _SESSIONS})
 
-# 5: quotas. Usage records are the append-only ledger (one row per model request, its
-# id the request id, so a retried write cannot charge twice); per-scope limits; budgets;
-# a user's team.
+# 5: quotas. Usage records are the append-only ledger (one row per model operation, its
+# id made by the server, so a retried write cannot charge twice; the request id beside
+# it); per-scope limits; budgets; a user's team.
 _USAGE = [
-    "CREATE TABLE usage_records (id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, "
+    "CREATE TABLE usage_records (id TEXT PRIMARY KEY, request_id TEXT NOT NULL, "
+    "created_at DOUBLE PRECISION NOT NULL, "
     "day TEXT NOT NULL, principal TEXT NOT NULL, user_id TEXT, key_id TEXT, client_id TEXT, "
     "team TEXT, api TEXT NOT NULL, route TEXT NOT NULL, kind TEXT NOT NULL, "
     "model TEXT NOT NULL, served TEXT NOT NULL, backend TEXT NOT NULL, "

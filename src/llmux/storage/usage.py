@@ -1,9 +1,9 @@
 """Usage records (the append-only ledger), per-scope limits and budgets, on SQLite or
 PostgreSQL.
 
-A usage record's id is its request id: writing a batch again (a retry after a failed
-commit) inserts only the records that are not there yet, and :meth:`SqlUsage.add`
-returns which ones those were, so a budget is charged once per request. Spend is
+A usage record's id is made by the server for its operation (never the client's
+request id, which a client could repeat): writing a batch again (a retry after a failed
+commit) inserts only the records that are not there yet. Spend is
 summed from the records; nothing updates or deletes them.
 """
 
@@ -38,6 +38,7 @@ records = Table(
     "usage_records",
     _meta,
     Column("id", String, primary_key=True),
+    Column("request_id", Text),
     Column("created_at", Float),
     Column("day", Text),
     Column("principal", Text),
@@ -97,7 +98,8 @@ GROUPS = {
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    id: str
+    id: str  # made by the server for this operation: budgets settle by it, once
+    request_id: str  # the request's (X-Request-Id), which a client may choose
     created_at: float
     day: str  # YYYY-MM-DD, UTC
     principal: str  # the caller's scope: key:ID, client:ID, user:ID, token:SUB, addr:IP
