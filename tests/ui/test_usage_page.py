@@ -88,7 +88,9 @@ def test_usage_limits_and_budgets_in_the_page(page: Page, server: Server) -> Non
     page.get_by_test_id("limit-save").click()
     expect(page.locator(f'#limits tr[data-scope="key:{key_id}"]')).to_contain_text("1")
     first = httpx.post(f"{server.url}/v1/chat/completions", json=BODY, headers=headers, timeout=120)
-    second = httpx.post(f"{server.url}/v1/chat/completions", json=BODY, headers=headers, timeout=120)
+    second = httpx.post(
+        f"{server.url}/v1/chat/completions", json=BODY, headers=headers, timeout=120
+    )
     assert (first.status_code, second.status_code) == (200, 429)
 
     page.get_by_test_id("budget-scope").fill(f"key:{key_id}")
