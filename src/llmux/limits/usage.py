@@ -48,6 +48,7 @@ class UsageLog:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._writing = asyncio.Lock()  # the writer and a flush never take one batch twice
         self.stats: dict[str, int] = {"written": 0, "duplicates": 0, "full": 0, "failures": 0}
 
     @property
@@ -95,7 +96,13 @@ class UsageLog:
     async def write_batch(self) -> int:
         """Commit the oldest batch, then settle its budgets; the batch leaves the queue
         only once committed."""
+        async with self._writing:
+            return await self._write_batch()
+
+    async def _write_batch(self) -> int:
         batch = list(itertools.islice(self._queue, self.settings.batch_size))
+        if not batch:
+            return 0
         new = await self.repo.add([e.record for e in batch])
         for _ in batch:
             self._queue.popleft()
