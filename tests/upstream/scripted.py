@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+HELD = web.RequestKey("held", bool)  # the call is past its 300 ms hold
 THINK = ["<think>", "Two plus ", "two.", "</think>", "\n\nThe answer", " is 4."]
 
 
@@ -140,7 +141,7 @@ class Scripted:
     async def _held(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """Answer after 300 ms, counting the calls that run at once."""
         model = (await request.json())["model"]
-        request["held"] = True
+        request[HELD] = True
         self.running[model] += 1
         self.peak[model] = max(self.peak[model], self.running[model])
         try:
@@ -152,7 +153,7 @@ class Scripted:
 
     async def ollama(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        if body["model"].startswith("held") and not request.get("held"):
+        if body["model"].startswith("held") and not request.get(HELD):
             return await self._held(request, self.ollama)
         model = body["model"]
         self.bodies[model] = body
@@ -203,7 +204,7 @@ class Scripted:
 
     async def openai(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        if body["model"].startswith("held") and not request.get("held"):
+        if body["model"].startswith("held") and not request.get(HELD):
             return await self._held(request, self.openai)
         model = body["model"]
         self.bodies[model] = body
