@@ -7,6 +7,7 @@ message."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -70,6 +71,12 @@ def test_usage_limits_and_budgets_in_the_page(page: Page, server: Server) -> Non
         r = httpx.post(f"{server.url}/v1/chat/completions", json=BODY, headers=headers, timeout=120)
         assert r.status_code == 200, r.text
 
+    # the page reads usage once: wait until the writer (flush_s 0.2) has all three
+    for _ in range(50):
+        done = httpx.get(f"{server.url}/api/usage", headers=headers, timeout=10).json()
+        if done["total"]["requests"] == 3:
+            break
+        time.sleep(0.1)
     page.get_by_test_id("usage-link").click()
     expect(page).to_have_url(server.url + "/ui/usage.html")
     expect(page.get_by_test_id("summary")).to_contain_text("3 requests")

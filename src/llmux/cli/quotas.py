@@ -33,17 +33,9 @@ class Quotas:
     counters: Any  # BudgetCounters | None
 
     async def scope(self, text: str, kinds: tuple[str, ...]) -> str:
-        """A checked scope; a user's name becomes the user's id."""
-        from llmux.limits.rules import short
-        from llmux.protocols.quotas import check_scope
+        from llmux.limits.rules import resolve_scope
 
-        scope = check_scope(text, kinds)
-        kind, _, value = scope.partition(":")
-        if kind == "user":
-            return f"user:{(await self.access.user(value)).id}"
-        if kind == "model":
-            return f"model:{short(value)}"
-        return scope
+        return await resolve_scope(text, kinds, self.access)
 
 
 def _run(config: Path | None, work: Callable[[Quotas], Awaitable[T]]) -> T:
@@ -196,9 +188,10 @@ def budgets_set(
 
     if period not in ("day", "month", "total"):
         fail("--period is day, month or total")
-    micros = parse_money(amount) if amount.replace(".", "", 1).isdigit() else -1
-    if micros < 0:
-        fail(f"{amount!r} is not an amount (digits, at most six decimals)")
+    try:
+        micros = parse_money(amount)
+    except ValueError as exc:
+        fail(str(exc))
 
     async def work(q: Quotas) -> BudgetRow:
         row = BudgetRow(uuid.uuid4().hex[:16], await q.scope(scope, BUDGET_SCOPES),

@@ -18,13 +18,19 @@ Budgets apply for the caller's scope, its user's and its user's team.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llmux.config import LimitsSettings, QuotaSettings
 from llmux.core.context import RequestContext
+from llmux.errors import NotFound
 from llmux.limits.book import QuotaBook
 from llmux.limits.gcra import Limit
 from llmux.policies import Operation
+from llmux.protocols.quotas import check_scope
 from llmux.storage.usage import BudgetRow, QuotaRow
+
+if TYPE_CHECKING:
+    from llmux.auth.control import AccessControl
 
 
 def short(model: str) -> str:
@@ -131,6 +137,25 @@ def budgets(ctx: RequestContext, book: QuotaBook) -> list[BudgetRow]:
             scopes.append(f"team:{team}")
     seen = dict.fromkeys(scopes)
     return [b for scope in seen for b in book.budgets.get(scope, [])]
+
+
+async def resolve_scope(text: str, kinds: tuple[str, ...], access: AccessControl | None) -> str:
+    """A scope as limits and budgets store it: checked (``KIND:ID``; a ValueError
+    otherwise), a model's name as limits key it, a user's name turned into the user's
+    id; a user, key or client that does not exist is NotFound (where ``access`` keeps
+    principals). The admin API and the CLI both take scopes through here."""
+    scope = check_scope(text, kinds)
+    kind, _, value = scope.partition(":")
+    if kind == "model":
+        return f"model:{short(value)}"
+    if access is None or kind not in ("user", "key", "client"):
+        return scope
+    if kind == "user":
+        return f"user:{(await access.user(value)).id}"
+    found = await (access.repo.key(value) if kind == "key" else access.repo.client(value))
+    if found is None:
+        raise NotFound(f"no {kind} {value!r}")
+    return scope
 
 
 def describe(limit: Limit) -> str:

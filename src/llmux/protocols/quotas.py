@@ -42,9 +42,13 @@ class BudgetBody(Strict):
     @field_validator("amount")
     @classmethod
     def _amount(cls, v: str | float | int) -> str | float | int:
-        parse_money(str(v) if not isinstance(v, float) else f"{v:.6f}")
+        _micros(v)
         return v
 
     def micros(self) -> int:
-        v = self.amount
-        return parse_money(str(v) if not isinstance(v, float) else f"{v:.6f}")
+        return _micros(self.amount)
+
+
+def _micros(amount: str | float | int) -> int:
+    """Micro-units of an amount given as text or a number (a float to six places)."""
+    return parse_money(f"{amount:.6f}" if isinstance(amount, float) else str(amount))

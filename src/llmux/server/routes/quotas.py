@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from llmux.errors import InvalidRequest, NotFound
 from llmux.limits import reports, rules
 from llmux.limits.policy import Quotas
-from llmux.protocols.quotas import LIMIT_SCOPES, BudgetBody, LimitBody, check_scope
+from llmux.protocols.quotas import BUDGET_SCOPES, LIMIT_SCOPES, BudgetBody, LimitBody
 from llmux.server.body import parse_body
 from llmux.server.deps import context, services, settings
 from llmux.server.openapi import request_body
@@ -36,19 +36,12 @@ def repo(request: Request) -> SqlUsage:
     return found
 
 
-async def _resolved(request: Request, scope: str) -> str:
-    """A scope with a user's name turned into the user's id; a key, client or user
-    that does not exist is a 404 (when access control keeps principals)."""
-    kind, _, value = scope.partition(":")
-    access = services(request).access_control
-    if access is None or kind not in ("user", "key", "client"):
-        return scope
-    if kind == "user":
-        return f"user:{(await access.user(value)).id}"
-    found = await (access.repo.key(value) if kind == "key" else access.repo.client(value))
-    if found is None:
-        raise NotFound(f"no {kind} {value!r}")
-    return scope
+async def _resolved(request: Request, scope: str, kinds: tuple[str, ...]) -> str:
+    """``rules.resolve_scope`` with this server's principals; a bad scope is a 400."""
+    try:
+        return await rules.resolve_scope(scope, kinds, services(request).access_control)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="scope") from None
 
 
 # -- a caller's own ------------------------------------------------------------------------
@@ -125,7 +118,7 @@ async def all_usage(
     query = reports.Query.parse(group_by, start, end)
     where: dict[str, str] = {}
     if user:
-        where["user_id"] = (await _resolved(request, f"user:{user}")).partition(":")[2]
+        where["user_id"] = (await _resolved(request, f"user:{user}", ("user",)))[5:]
     if key:
         where["key_id"] = key
     if model:
@@ -167,19 +160,14 @@ async def list_limits(request: Request) -> dict[str, Any]:
 
 @router.put("/admin/limits/{scope:path}", openapi_extra=request_body(LimitBody))
 async def put_limits(request: Request, scope: str) -> dict[str, Any]:
-    try:
-        scope = check_scope(scope, LIMIT_SCOPES)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="scope") from None
+    scope = await _resolved(request, scope, LIMIT_SCOPES)
     body = await parse_body(request, LimitBody)
     if body.model_dump(exclude_none=True) == {}:
         raise InvalidRequest(
             "set at least one of requests_per_minute, tokens_per_minute, concurrent_requests;"
             " DELETE removes a scope's limits"
         )
-    if scope.startswith("model:"):
-        scope = f"model:{rules.short(scope[6:])}"
-    row = QuotaRow(await _resolved(request, scope), **body.model_dump())
+    row = QuotaRow(scope, **body.model_dump())
     await repo(request).put_quota(row)
     await quotas(request).book.reload()
     return row.public()
@@ -187,9 +175,7 @@ async def put_limits(request: Request, scope: str) -> dict[str, Any]:
 
 @router.delete("/admin/limits/{scope:path}", status_code=204)
 async def delete_limits(request: Request, scope: str) -> Response:
-    if scope.startswith("model:"):
-        scope = f"model:{rules.short(scope[6:])}"
-    scope = await _resolved(request, scope)
+    scope = await _resolved(request, scope, LIMIT_SCOPES)
     if not await repo(request).delete_quota(scope):
         raise NotFound(f"no limits are set for {scope!r}")
     await quotas(request).book.reload()
@@ -211,7 +197,7 @@ async def list_budgets(request: Request) -> dict[str, Any]:
 @router.post("/admin/budgets", status_code=201, openapi_extra=request_body(BudgetBody))
 async def put_budget(request: Request) -> dict[str, Any]:
     body = await parse_body(request, BudgetBody)
-    scope = await _resolved(request, body.scope)
+    scope = await _resolved(request, body.scope, BUDGET_SCOPES)
     row = await repo(request).put_budget(
         BudgetRow(uuid.uuid4().hex[:16], scope, body.period, body.micros(), time.time())
     )
