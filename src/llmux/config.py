@@ -330,6 +330,19 @@ class LimitsSettings(Section):
     replicas: int = Field(
         default=1, ge=1, description="the number of replicas, for redis_down = share"
     )
+    local_share: float = Field(
+        default=0.02,
+        ge=0,
+        le=0.25,
+        description="with Redis: the part of a large limit a replica takes at a time and"
+        " spends by itself, while the limit is under half used (0: every request asks Redis)",
+    )
+    local_share_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="a replica gives back what it has not spent of its share after this long",
+    )
 
 
 class PriceSettings(Section):

@@ -14,6 +14,7 @@ from llmux.engine.engine import LocalEngine
 from llmux.errors import InvalidRequest, LlmuxError
 from llmux.gateway import Gateway
 from llmux.history import ChatHistory
+from llmux.limits.allowance import Allowances
 from llmux.limits.book import QuotaBook
 from llmux.limits.budgets import BudgetCounters, MemoryBudgets, PriceTable, RedisBudgets
 from llmux.limits.gcra import Limiter, MemoryLimiter, RedisLimiter
@@ -100,7 +101,7 @@ def build_quotas(
     repo = SqlUsage(db) if db is not None else None
     budgets: BudgetCounters | None = None
     if repo is not None:
-        if isinstance(limiter, RedisLimiter):
+        if isinstance(limiter, RedisLimiter | Allowances):
             budgets = RedisBudgets(limiter.scripts, settings.redis.prefix, settings.limits.lease_s)
         else:
             budgets = MemoryBudgets(settings.limits.lease_s)
@@ -113,20 +114,25 @@ def build_quotas(
         budgets=budgets if usage is not None else None,
         usage=usage,
         counter=engine.count_prompt if engine is not None else None,
-        shared=isinstance(limiter, RedisLimiter),
+        shared=isinstance(limiter, RedisLimiter | Allowances),
     )
 
 
 def build_limiter(settings: Settings) -> Limiter:
-    """Where limits are counted: Redis when configured, else this process."""
+    """Where limits are counted: Redis when configured (with each replica spending
+    chunks of large limits by itself, ``allowance.py``), else this process."""
     if settings.redis.url:
         try:
-            return RedisLimiter(settings.redis.url, prefix=settings.redis.prefix)
+            redis = RedisLimiter(settings.redis.url, prefix=settings.redis.prefix)
         except ImportError:
             raise LlmuxError(
                 "[redis] url is set but the redis client is not installed; install it with "
                 "`pip install 'llmux[redis]'`"
             ) from None
+        s = settings.limits
+        if s.local_share <= 0:
+            return redis
+        return Allowances(redis, s.local_share, s.local_share_s, s.lease_s)
     return MemoryLimiter()
 
 

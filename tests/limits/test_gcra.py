@@ -13,18 +13,23 @@ from typing import Any
 
 import pytest
 
+from llmux.limits.allowance import Allowances
 from llmux.limits.gcra import Limit, Limiter, MemoryLimiter, RedisLimiter
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "allowance"])
 async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
+    """The same answers from each: in process, in Redis, and in Redis with a replica's
+    allowance (which takes chunks of the 100-unit limits here)."""
     if request.param == "memory":
         made: Limiter = MemoryLimiter()
     else:
         made = RedisLimiter(request.getfixturevalue("redis_url"),
                             prefix=request.getfixturevalue("prefix"))  # fmt: skip
+        if request.param == "allowance":
+            made = Allowances(made, share=0.02, hold_s=1.0, lease_s=30.0)
     yield made
     await made.aclose()
 

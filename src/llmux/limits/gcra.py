@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 try:
@@ -53,6 +53,9 @@ class Limit:
     cost: int = 1  # units this request takes (a lease takes one)
     kind: Literal["rate", "lease"] = "rate"
     tally: bool = False
+    # units (or lease slots) to take beyond ``cost`` for a replica's allowance
+    # (``allowance.py``); granted only while the limit stays at most half used
+    extra: int = 0
 
     @property
     def interval_us(self) -> int:
@@ -66,12 +69,12 @@ class Limit:
     def lease_us(self) -> int:
         return max(1, round(self.period_s * US))
 
-    def args(self) -> list[int]:
+    def args(self) -> str:
         """The script's arguments for this limit: kind, interval or lease time,
-        capacity or count, cost, tally."""
+        capacity or count, cost, tally, extra."""
         if self.kind == "lease":
-            return [1, self.lease_us, self.count, 1, 0]
-        return [0, self.interval_us, self.capacity_us, self.cost, int(self.tally)]
+            return f"1 {self.lease_us} {self.count} 1 0 {self.extra}"
+        return f"0 {self.interval_us} {self.capacity_us} {self.cost} {int(self.tally)} {self.extra}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ class Decision:
     retry_after_s: float  # 0 when allowed
     remaining: tuple[int, ...]  # per limit, after this request
     reset_s: tuple[float, ...]  # per limit: until it is full again
+    granted: tuple[int, ...] = ()  # per limit: the extra units or slots taken (Redis only)
 
 
 class Limiter(Protocol):
@@ -90,7 +94,8 @@ class Limiter(Protocol):
 
     async def settle(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
         """After the request: move each rate limit by its signed unit count (a refund is
-        negative) and give back the lease in each lease limit listed (count ignored)."""
+        negative) and give back the lease in each lease limit listed, with the count of
+        extra slots it took (``<lease>+1``..; 0 for none)."""
         ...
 
     async def renew(self, leases: list[tuple[Limit, str]]) -> None:
@@ -200,10 +205,12 @@ def _decision(
     return Decision(allowed, worst / US, tuple(remaining), tuple(reset))
 
 
-# KEYS: one per limit. ARGV[1]: the lease id; ARGV[2]: per limit five numbers, kind
-# (0 rate, 1 lease), interval_us or lease_us, capacity_us or count, cost, tally, in one
-# space-separated string (one argument to encode, not thirty). Returns {allowed,
-# retry_after_us, then per limit: remaining, reset_us}.
+# KEYS: one per limit. ARGV[1]: the lease id; ARGV[2]: per limit six numbers, kind
+# (0 rate, 1 lease), interval_us or lease_us, capacity_us or count, cost, tally, extra,
+# in one space-separated string (one argument to encode, not thirty). The extra units
+# (slots ``<lease>+1``.. for a lease limit) are taken too when the limit stays at most
+# half used with them; they are not tallied. Returns {allowed, retry_after_us, then per
+# limit: remaining, reset_us, extra granted}.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -214,8 +221,10 @@ local new = {}
 local worst = 0
 local spec = {}
 for number in string.gmatch(ARGV[2], '-?%d+') do spec[#spec + 1] = tonumber(number) end
-local function arg(i, j) return spec[(i - 1) * 5 + j] end
+local function arg(i, j) return spec[(i - 1) * 6 + j] end
+local granted = {}
 for i = 1, n do
+  granted[i] = 0
   if arg(i, 1) == 1 then
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
     state[i] = redis.call('ZCARD', KEYS[i])
@@ -233,11 +242,25 @@ local out = {0, worst}
 if worst <= 0 then
   out[1] = 1
   for i = 1, n do
+    local extra = arg(i, 6)
     if arg(i, 1) == 1 then
-      redis.call('ZADD', KEYS[i], now + arg(i, 2), lease)
+      local expiry = now + arg(i, 2)
+      local members = {expiry, lease}
+      if extra > 0 and (state[i] + 1 + extra) * 2 <= arg(i, 3) then
+        for j = 1, extra do
+          members[#members + 1] = expiry
+          members[#members + 1] = lease .. '+' .. j
+        end
+        granted[i] = extra
+      end
+      redis.call('ZADD', KEYS[i], unpack(members))
       redis.call('PEXPIRE', KEYS[i], math.ceil(arg(i, 2) / 1000) + 1000)
-      state[i] = state[i] + 1
+      state[i] = state[i] + 1 + granted[i]
     else
+      if extra > 0 and (new[i] + extra * arg(i, 2) - now) * 2 <= arg(i, 3) then
+        new[i] = new[i] + extra * arg(i, 2)
+        granted[i] = extra
+      end
       local ttl = math.ceil((new[i] - now) / 1000) + 1
       redis.call('SET', KEYS[i], string.format('%d', new[i]), 'PX', ttl)
       state[i] = new[i]
@@ -257,13 +280,16 @@ for i = 1, n do
     out[#out + 1] = math.max(0, math.floor((arg(i, 3) - ahead) / arg(i, 2)))
     out[#out + 1] = ahead
   end
+  out[#out + 1] = granted[i]
 end
 return out
 """.replace("LEASE_RETRY", str(round(LEASE_RETRY_S * US))).replace("TALLY_TTL", str(TALLY_TTL_MS))
 
 # KEYS: one per change. ARGV[1]: the lease id; ARGV[2]: per change kind, interval_us,
-# units (signed), tally, in one string. A rate limit's TAT moves by units * interval (a TAT that falls
-# behind now is deleted: the limit is full again); a lease limit drops the lease.
+# units (signed), tally, in one string. A rate limit's TAT moves by units * interval (a
+# TAT that falls behind now is deleted: the limit is full again); a lease limit drops
+# the lease (and, with units n, its extra slots <lease>+1..n); kind 2 only adds units
+# to the tally.
 SETTLE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -273,6 +299,10 @@ local function arg(i, j) return spec[(i - 1) * 4 + j] end
 for i = 1, #KEYS do
   if arg(i, 1) == 1 then
     redis.call('ZREM', KEYS[i], ARGV[1])
+    for j = 1, arg(i, 3) do redis.call('ZREM', KEYS[i], ARGV[1] .. '+' .. j) end
+  elseif arg(i, 1) == 2 then
+    redis.call('INCRBY', KEYS[i] .. ':charged', arg(i, 3))
+    redis.call('PEXPIRE', KEYS[i] .. ':charged', TALLY_TTL)
   else
     local units = arg(i, 3)
     if arg(i, 4) == 1 and units ~= 0 then
@@ -418,7 +448,7 @@ class RedisLimiter:
 
     async def acquire(self, limits: list[Limit], lease: str = "") -> Decision:
         keys = [self.prefix + limit.key for limit in limits]
-        spec = " ".join(" ".join(map(str, limit.args())) for limit in limits)
+        spec = " ".join(limit.args() for limit in limits)
         pending = self.scripts.call(self._acquire, keys, [lease, spec])
         try:
             raw = await asyncio.shield(pending)
@@ -430,7 +460,15 @@ class RedisLimiter:
     def _undo(self, done: asyncio.Future[Any], limits: list[Limit], lease: str) -> None:
         if done.cancelled() or done.exception() is not None or not _parsed(done.result()).allowed:
             return
-        changes = [(lim, 0 if lim.kind == "lease" else -lim.cost) for lim in limits]
+        granted = _parsed(done.result()).granted
+        changes: list[tuple[Limit, int]] = []
+        for lim, n in zip(limits, granted, strict=True):
+            if lim.kind == "lease":
+                changes.append((lim, n))  # the lease and its extra slots
+            else:
+                changes.append((lim, -lim.cost))
+                if n:  # extra units were not tallied
+                    changes.append((replace(lim, tally=False), -n))
         self.scripts.call(self._settle, *self._settle_args(changes, lease), lazy=True)
 
     def _settle_args(
@@ -448,6 +486,14 @@ class RedisLimiter:
         if changes:
             keys, args = self._settle_args(changes, lease)
             await self.scripts.call(self._settle, keys, args, lazy=True)
+
+    async def tally(self, counts: dict[str, int]) -> None:
+        """Add to tally limits' running totals (units counted elsewhere, e.g. spent
+        from a replica's allowance), with the next batch of calls."""
+        if counts:
+            keys = [self.prefix + key for key in counts]
+            spec = " ".join(f"2 0 {units} 1" for units in counts.values())
+            await self.scripts.call(self._settle, keys, ["", spec], lazy=True)
 
     async def renew(self, leases: list[tuple[Limit, str]]) -> None:
         if not leases:
@@ -468,7 +514,11 @@ class RedisLimiter:
 
 def _parsed(raw: Any) -> Decision:
     values = [int(v) for v in raw]
-    pairs = values[2:]
+    each = values[2:]
     return Decision(
-        bool(values[0]), values[1] / US, tuple(pairs[0::2]), tuple(v / US for v in pairs[1::2])
+        bool(values[0]),
+        values[1] / US,
+        tuple(each[0::3]),
+        tuple(v / US for v in each[1::3]),
+        tuple(each[2::3]),
     )
