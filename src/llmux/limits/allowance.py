@@ -30,9 +30,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Any
 
-from llmux.limits.gcra import UNREACHABLE, Decision, Limit, RedisLimiter
+from llmux.limits.gcra import Decision, Limit, RedisLimiter
 
 log = logging.getLogger(__name__)
 SWEEP_S = 0.05  # tallies go out, and expired chunks go back, this often
@@ -84,7 +83,6 @@ class Allowances:
         self._asking: set[str] = set()  # keys with a chunk on its way
         self._tally: dict[str, int] = {}  # not yet sent
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- admission -------------------------------------------------------------------------
 
@@ -209,6 +207,9 @@ class Allowances:
     # -- after the request -----------------------------------------------------------------
 
     async def settle(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
+        self.settle_later(changes, lease)
+
+    def settle_later(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
         for limit, units in changes:
             if limit.kind == "lease":
                 self._free(limit, self._busy.pop((limit.key, lease), lease))
@@ -222,7 +223,7 @@ class Allowances:
                 if held is not None and held.until > time.monotonic() and held.units >= units:
                     held.units -= units
                 else:
-                    self._send(self.inner.settle([(replace(limit, tally=False), units)]))
+                    self.inner.settle_later([(replace(limit, tally=False), units)])
 
     def _refund(self, limit: Limit, units: int) -> None:
         """Units charged in Redis and not used: into the chunk here while it lives and
@@ -233,7 +234,7 @@ class Allowances:
             held.units += kept
             units -= kept
         if units:
-            self._send(self.inner.settle([(replace(limit, tally=False), -units)]))
+            self.inner.settle_later([(replace(limit, tally=False), -units)])
 
     def _free(self, limit: Limit, slot: str) -> None:
         """A lease no request runs on any more: a free slot here, or given back."""
@@ -241,7 +242,7 @@ class Allowances:
         if slots is not None and slots.until > time.monotonic() and len(slots.free) < slots.cap:
             slots.free.append(slot)
         else:
-            self._send(self.inner.settle([(limit, 0)], slot))
+            self.inner.settle_later([(limit, 0)], slot)
 
     async def renew(self, leases: list[tuple[Limit, str]]) -> None:
         await self.inner.renew(
@@ -267,39 +268,26 @@ class Allowances:
         now = float("inf") if everything else time.monotonic()
         if self._tally:
             tally, self._tally = self._tally, {}
-            self._send(self.inner.tally({k: v for k, v in tally.items() if v}))
+            self.inner.tally_later({k: v for k, v in tally.items() if v})
         for key, held in list(self._units.items()):
             if held.until <= now:
                 del self._units[key]
                 if held.units:
-                    self._send(self.inner.settle([(replace(held.limit, tally=False), -held.units)]))
+                    self.inner.settle_later([(replace(held.limit, tally=False), -held.units)])
         for key, slots in list(self._slots.items()):
             if slots.until <= now:
                 del self._slots[key]
                 for slot in slots.free:
-                    self._send(self.inner.settle([(slots.limit, 0)], slot))
+                    self.inner.settle_later([(slots.limit, 0)], slot)
         if self._units or self._slots:
             self._schedule()
 
-    def _send(self, work: Any) -> None:
-        task = asyncio.ensure_future(_logged(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def aclose(self) -> None:
+        """Give everything back; the Redis limiter sends it before it closes."""
         if self._timer is not None:
             self._timer.cancel()
         self._sweep(everything=True)
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.inner.aclose()
-
-
-async def _logged(work: Any) -> None:
-    try:
-        await work
-    except UNREACHABLE as exc:
-        log.warning("could not give back a replica's allowance to Redis: %s", exc)
 
 
 def _merged(

@@ -26,6 +26,7 @@ the usage checks compare with the usage records. Times are integer microseconds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
@@ -38,6 +39,7 @@ except ImportError:  # the redis extra is not installed: no Redis errors can hap
         pass
 
 
+log = logging.getLogger(__name__)
 UNREACHABLE: tuple[type[BaseException], ...] = (OSError, ConnectionError, RedisError)
 US = 1_000_000
 TALLY_TTL_MS = 2 * 86_400_000  # a tally lives two days past its last change
@@ -96,6 +98,11 @@ class Limiter(Protocol):
         """After the request: move each rate limit by its signed unit count (a refund is
         negative) and give back the lease in each lease limit listed, with the count of
         extra slots it took (``<lease>+1``..; 0 for none)."""
+        ...
+
+    def settle_later(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
+        """:meth:`settle` without waiting: on its way when this returns; a failure is
+        logged."""
         ...
 
     async def renew(self, leases: list[tuple[Limit, str]]) -> None:
@@ -157,6 +164,9 @@ class MemoryLimiter:
         return leases
 
     async def settle(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
+        self.settle_later(changes, lease)
+
+    def settle_later(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
         now = time.time_ns() // 1000
         for limit, units in changes:
             if limit.kind == "lease":
@@ -487,13 +497,18 @@ class RedisLimiter:
             keys, args = self._settle_args(changes, lease)
             await self.scripts.call(self._settle, keys, args, lazy=True)
 
-    async def tally(self, counts: dict[str, int]) -> None:
+    def settle_later(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
+        if changes:
+            keys, args = self._settle_args(changes, lease)
+            self.scripts.call(self._settle, keys, args, lazy=True).add_done_callback(_logged)
+
+    def tally_later(self, counts: dict[str, int]) -> None:
         """Add to tally limits' running totals (units counted elsewhere, e.g. spent
         from a replica's allowance), with the next batch of calls."""
         if counts:
             keys = [self.prefix + key for key in counts]
             spec = " ".join(f"2 0 {units} 1" for units in counts.values())
-            await self.scripts.call(self._settle, keys, ["", spec], lazy=True)
+            self.scripts.call(self._settle, keys, ["", spec], lazy=True).add_done_callback(_logged)
 
     async def renew(self, leases: list[tuple[Limit, str]]) -> None:
         if not leases:
@@ -510,6 +525,13 @@ class RedisLimiter:
     async def aclose(self) -> None:
         await self.scripts.aclose()
         await self.redis.aclose()
+
+
+def _logged(done: asyncio.Future[Any]) -> None:
+    """A settle nobody waits for: its failure is logged (Redis gone: its units are lost,
+    and a lease lapses by itself)."""
+    if not done.cancelled() and (exc := done.exception()) is not None:
+        log.warning("could not settle limits in Redis: %s", exc)
 
 
 def _parsed(raw: Any) -> Decision:

@@ -100,7 +100,6 @@ class Quotas(PassThrough):
         self.counter = counter  # exact prompt tokens on the local engine
         self.fallback = MemoryLimiter() if shared and settings.redis_down == "share" else None
         self._open: dict[int, list[Ticket]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._down_logged = 0.0
@@ -291,13 +290,16 @@ class Quotas(PassThrough):
 
     def _settle(self, ticket: Ticket, usage: Usage) -> None:
         """Move the token limits by what the request really used and give back its
-        lease; sent with the next batch of script calls, not waited for."""
+        lease; sent with the next batch of script calls, not waited for (no task)."""
         assert ticket.limiter is not None
         spent = usage.prompt_tokens + usage.completion_tokens
         changes = [(lim, spent - lim.cost) for lim in ticket.limits if lim.tally]
         changes += [(lim, 0) for lim in ticket.leases]
         if changes:
-            self._spawn(_logged(ticket.limiter.settle(changes, ticket.lease), ticket.record_id))
+            try:
+                ticket.limiter.settle_later(changes, ticket.lease)
+            except UNREACHABLE as exc:
+                log.warning("could not settle the token limits of %s: %s", ticket.record_id, exc)
 
     # -- the reconcile job -------------------------------------------------------------------
 
@@ -325,25 +327,11 @@ class Quotas(PassThrough):
             except Exception as exc:  # noqa: BLE001 - the database or Redis failing: next time
                 log.warning("could not reconcile the budgets: %s", exc)
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def aclose(self) -> None:
         for task in (self._renewer, self._reconciler):
             if task is not None:
                 task.cancel()
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.book.aclose()
-
-
-async def _logged(settling: Any, record_id: str) -> None:
-    try:
-        await settling
-    except UNREACHABLE as exc:
-        log.warning("could not settle the token limits of %s: %s", record_id, exc)
 
 
 def _share(limit: Limit, replicas: int) -> Limit:
@@ -369,6 +357,19 @@ def charge(op: Operation, outcome: Outcome, est: Estimate | None) -> Usage:
     return Usage(prompt, u.completion_tokens or outcome.pieces, u.cached_tokens)
 
 
+_DAY: list[Any] = [0.0, 0.0, ""]  # the UTC day last asked for: its start, end, name
+
+
+def utc_day(now: float) -> str:
+    """``YYYY-MM-DD`` of ``now`` in UTC (the day's name is made once a day)."""
+    start, end, name = _DAY
+    if not start <= now < end:
+        start = now - now % 86_400
+        name = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d")
+        _DAY[:] = [start, start + 86_400, name]
+    return str(name)
+
+
 def usage_record(
     ctx: RequestContext,
     op: Operation,
@@ -392,7 +393,7 @@ def usage_record(
         id=ticket.record_id,
         request_id=ctx.request_id,
         created_at=now,
-        day=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"),
+        day=utc_day(now),
         principal=rules.caller(ctx),
         user_id=user_id,
         key_id=p.id if p.kind == "key" else None,

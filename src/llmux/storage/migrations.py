@@ -157,6 +157,21 @@ _USAGE = [
 ]
 MIGRATIONS.append({"sqlite": _USAGE, "postgresql": _USAGE})
 
+# 6: the usage indexes on a scope column hold only the records that have one. Most
+# records leave most of them empty (an anonymous caller: all four), and an index entry
+# per empty column was a quarter of what writing a record cost.
+_SCOPE_INDEXES = {"user_id": "user", "key_id": "key", "client_id": "client", "team": "team"}
+_USAGE_PARTIAL = [
+    statement
+    for column, name in _SCOPE_INDEXES.items()
+    for statement in (
+        f"DROP INDEX usage_{name}",
+        f"CREATE INDEX usage_{name} ON usage_records ({column}, created_at) "
+        f"WHERE {column} IS NOT NULL",
+    )
+]
+MIGRATIONS.append({"sqlite": _USAGE_PARTIAL, "postgresql": _USAGE_PARTIAL})
+
 
 def migrate(conn: Connection, dialect: str) -> int:
     """Apply every migration not yet recorded; return the schema version."""

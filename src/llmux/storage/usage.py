@@ -9,8 +9,9 @@ summed from the records; nothing updates or deletes them.
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from operator import attrgetter
 from typing import Any, Literal
 
@@ -124,8 +125,19 @@ class UsageRecord:
     ttft_ms: float | None
 
 
-COLUMNS = tuple(f.name for f in fields(UsageRecord))
+COLUMNS = tuple(column.name for column in records.columns)  # the table's order
 _values = attrgetter(*COLUMNS)
+# SQLite allows 32,766 parameters in a statement (999 before 3.32)
+_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+ROWS_PER_INSERT = max(1, _PARAMETERS // len(COLUMNS) // 2)
+
+
+def _split_values(sql: str) -> tuple[str, str, str]:
+    """``INSERT ... VALUES (?, ...) ON CONFLICT ...`` as its head, its one row of
+    placeholders and its tail."""
+    start = sql.index(" VALUES (") + len(" VALUES ")
+    end = sql.index(")", start) + 1
+    return sql[:start], sql[start:end], sql[end:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +171,7 @@ class BudgetRow:
 class SqlUsage:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._add_sql: dict[int, str] = {}
 
     def _insert(self) -> Any:
         return (postgresql if self.db.dialect == "postgresql" else sqlite).insert
@@ -166,15 +179,41 @@ class SqlUsage:
     # -- the ledger --------------------------------------------------------------------
 
     async def add(self, batch: list[UsageRecord]) -> int:
-        """Write the records in one transaction (one executemany); how many were new
-        (where the driver says; else all of them)."""
+        """Write the records in one transaction; how many were new (where the driver
+        says; else all of them). On SQLite a statement inserts up to :data:`ROWS_PER_INSERT`
+        rows at once (one step of the engine, not one per row); PostgreSQL's driver
+        pipelines an executemany by itself."""
         if not batch:
             return 0
-        statement = self._insert()(records).on_conflict_do_nothing(index_elements=["id"])
-        rows = [dict(zip(COLUMNS, _values(r), strict=True)) for r in batch]
+        rows = [_values(r) for r in batch]  # tuples in column order, straight to the driver
         async with self.db.engine.begin() as conn:
-            done = await conn.execute(statement, rows)
-        return done.rowcount if done.rowcount is not None and done.rowcount >= 0 else len(batch)
+            if self.db.dialect != "sqlite":
+                done = await conn.exec_driver_sql(self._statement(1), rows)
+                n = done.rowcount
+                return n if n is not None and n >= 0 else len(batch)
+            new = 0
+            for at in range(0, len(rows), ROWS_PER_INSERT):
+                part = rows[at : at + ROWS_PER_INSERT]
+                flat = tuple(value for row in part for value in row)
+                done = await conn.exec_driver_sql(self._statement(len(part)), flat)
+                new += (
+                    done.rowcount if done.rowcount is not None and done.rowcount >= 0 else len(part)
+                )
+            return new
+
+    def _statement(self, rows: int) -> str:
+        """The insert of ``rows`` records in the driver's own dialect (made once per count)."""
+        found = self._add_sql.get(rows)
+        if found is None:
+            statement = self._insert()(records).on_conflict_do_nothing(index_elements=["id"])
+            one = str(statement.compile(dialect=self.db.engine.dialect))
+            if rows > 1:
+                head, values, tail = _split_values(one)
+                one = head + ", ".join([values] * rows) + tail
+            if len(self._add_sql) > 64:
+                self._add_sql.clear()
+            found = self._add_sql[rows] = one
+        return found
 
     async def spent(self, budget: BudgetRow, start: float, end: float) -> int:
         """What the records charged to ``budget``'s scope in [start, end)."""
