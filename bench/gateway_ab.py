@@ -7,9 +7,11 @@ servers started at once, c=1 and c=32 non-streaming loads alternating between th
 
 ``--auth`` compares this version with itself: access control off, and on with every
 request carrying an API key (``llmux+auth`` of ``bench/gateway.py``). ``--quotas`` does
-the same for everything quotas add: plain llmux without usage records against
-``llmux+quotas`` (access control, request/token/concurrency limits in the local Redis,
-usage records).
+the same for everything quotas add: llmux without usage records (``llmux-bare``) and
+llmux as installed (``llmux``: usage records on) against ``llmux+quotas`` (access
+control, request/token/concurrency limits in the local Redis, usage records), and
+prints the added c=1 p50 and the c=32 share of each baseline, from the medians and as
+the median of the rounds' own ratios.
 
 ``--before-src`` is the ``src`` folder of another checkout (``git worktree add
 /tmp/before <rev>``). Single runs of ``bench/gateway.py`` drift with the machine; this
@@ -59,7 +61,11 @@ def main() -> None:
     if args.auth:
         targets = [g.start_llmux(work, upstream, "llmux"), g.start_llmux_auth(work, upstream)]
     elif args.quotas:
-        targets = [g.start_llmux_bare(work, upstream), g.start_llmux_quotas(work, upstream)]
+        targets = [
+            g.start_llmux_bare(work, upstream),
+            g.start_llmux(work, upstream, "llmux"),
+            g.start_llmux_quotas(work, upstream),
+        ]
     else:
         targets = [
             start(work, upstream, "before", args.before_src),
@@ -93,6 +99,18 @@ def main() -> None:
             f" p99 {med(name, 32, 'p99_ms'):.1f} ms;"
             f" rounds c=32 req/s {[round(x['rps']) for x in runs[name][32]]}"
         )
+    if args.quotas:
+        quotas = targets[-1].name
+        for plain in (t.name for t in targets[:-1]):
+            added = med(quotas, 1, "p50_ms") - med(plain, 1, "p50_ms")
+            share = med(quotas, 32, "rps") / med(plain, 32, "rps")
+            each = statistics.median(
+                q["rps"] / b["rps"] for q, b in zip(runs[quotas][32], runs[plain][32], strict=True)
+            )
+            print(
+                f"{quotas} against {plain}: c=1 p50 added {added:+.3f} ms;"
+                f" c=32 {share:.0%} of its req/s (median of the rounds' ratios {each:.0%})"
+            )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ import statistics
 import time
 import uuid
 
+from llmux.limits.allowance import Allowances
 from llmux.limits.budgets import Hold, MemoryBudgets, RedisBudgets, counter_key
-from llmux.limits.gcra import Limit, MemoryLimiter, RedisLimiter
+from llmux.limits.gcra import Limit, Limiter, MemoryLimiter, RedisLimiter
 from llmux.storage.usage import BudgetRow
 
 
@@ -38,6 +39,7 @@ async def main(n: int, url: str) -> None:
     ]  # fmt: skip
     prefix = f"llmux-bench:{uuid.uuid4().hex[:8]}:"
     redis_limiter = RedisLimiter(url, prefix=prefix)
+    shares = Allowances(RedisLimiter(url, prefix=prefix + "share:"), 0.02, 1.0, 60.0)
     memory = MemoryLimiter()
     budget = BudgetRow("bench", "key:bench", "day", 10**15)
     hold = [Hold(budget, counter_key(budget), 100, budget.amount_micros)]
@@ -48,9 +50,7 @@ async def main(n: int, url: str) -> None:
     await redis_limiter.acquire(limits)  # loads the script
     counter = iter(range(10**9))
 
-    settles: set[asyncio.Task[None]] = set()
-
-    async def request(limiter: MemoryLimiter | RedisLimiter) -> None:
+    async def request(limiter: Limiter) -> None:
         """Admit, then settle as the server does: not waited for (on Redis the settle
         rides with the next admission's pipeline)."""
         lease = str(next(counter))
@@ -58,10 +58,8 @@ async def main(n: int, url: str) -> None:
         changes = [
             (lim, -20 if lim.tally else 0) for lim in full if lim.tally or lim.kind == "lease"
         ]
-        task = asyncio.ensure_future(limiter.settle(changes, lease))
-        settles.add(task)
-        task.add_done_callback(settles.discard)
-        await asyncio.sleep(0)  # as in the server, the loop runs it before the next request
+        limiter.settle_later(changes, lease)
+        await asyncio.sleep(0)  # as in the server, the loop goes on before the next request
 
     async def spend(budgets: MemoryBudgets | RedisBudgets) -> None:
         rid = str(next(counter))
@@ -76,6 +74,7 @@ async def main(n: int, url: str) -> None:
         ("redis PING (baseline)", lambda: ping.ping()),
         ("GCRA on Redis, 2 limits", lambda: redis_limiter.acquire(limits)),
         ("a request's 6 limits on Redis: admit + settle", lambda: request(redis_limiter)),
+        ("the same with a replica's share (local_share 2 %)", lambda: request(shares)),
         ("a budget on Redis: hold + settle", lambda: spend(on_redis)),
         ("GCRA in process, 2 limits", lambda: memory.acquire(limits)),
         ("a request's 6 limits in process: admit + settle", lambda: request(memory)),
@@ -87,8 +86,8 @@ async def main(n: int, url: str) -> None:
             await call()
             samples.append((time.perf_counter() - started) * 1e6)
         rows[name] = percentiles(samples)
-    await asyncio.gather(*list(settles))
     await redis_limiter.aclose()
+    await shares.aclose()
     await ping.aclose()
     base = rows["redis PING (baseline)"][0]
     print("| check | p50 (us) | p99 (us) | p50 / PING |")

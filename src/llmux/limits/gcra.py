@@ -132,7 +132,7 @@ class MemoryLimiter:
         held: list[int] = []
         for limit in limits:
             if limit.kind == "lease":
-                leases = self._live(limit.key, now)
+                leases = self._live(limit.key, now, limit.count)
                 held.append(len(leases))
                 new.append(0)
                 if len(leases) + 1 > limit.count:
@@ -156,11 +156,14 @@ class MemoryLimiter:
         after = [held[i] + 1 if limit.kind == "lease" else new[i] for i, limit in enumerate(limits)]
         return _decision(limits, after, now, True, 0)
 
-    def _live(self, key: str, now: int) -> dict[str, int]:
+    def _live(self, key: str, now: int, count: int) -> dict[str, int]:
+        """The key's leases. Expired ones (never given back) are dropped only when they
+        could matter, on a full limit: a scan per call would cost O(running requests)."""
         leases = self._leases.setdefault(key, {})
-        for lease, expiry in list(leases.items()):
-            if expiry <= now:
-                del leases[lease]
+        if len(leases) >= count:
+            for lease, expiry in list(leases.items()):
+                if expiry <= now:
+                    del leases[lease]
         return leases
 
     async def settle(self, changes: list[tuple[Limit, int]], lease: str = "") -> None:
