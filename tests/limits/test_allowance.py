@@ -141,6 +141,32 @@ async def test_tallies_arrive_and_unspent_tokens_go_back(
     assert 0 <= tat - (began + spent * 6000) < 50_000, tat - began
 
 
+async def test_refunds_stay_here_while_chunks_expire_and_come_again(
+    redis_url: str, prefix: str
+) -> None:
+    """The steady state of a busy key: reserve, use less, refund. Across several chunk
+    lifetimes the refunds go into the chunk, not one call to Redis each."""
+    limiter = replica(redis_url, prefix)
+    sent: list[object] = []
+    real = limiter.inner.settle_later
+
+    def counting(changes: list[tuple[Limit, int]], lease: str = "") -> None:
+        sent.append(changes)
+        real(changes, lease)
+
+    limiter.inner.settle_later = counting  # type: ignore[method-assign]
+    tpm = Limit("tpm:steady", count=10**9, period_s=60.0, cost=500, tally=True)
+    began, n = time.monotonic(), 0
+    while time.monotonic() - began < 3 * HOLD_S:
+        assert (await limiter.acquire([tpm])).allowed
+        await limiter.settle([(tpm, -480)])
+        n += 1
+        await asyncio.sleep(0.001)
+    assert n > 300 and len(sent) <= 12, (n, len(sent))
+    assert await limiter.charged("tpm:steady") == 20 * n
+    await limiter.aclose()
+
+
 async def test_a_request_gone_while_asking_leaves_nothing_charged(
     redis_url: str, prefix: str, raw: Any
 ) -> None:

@@ -157,9 +157,12 @@ class Allowances:
                 continue
             if limit.kind == "rate":
                 held = self._units.get(limit.key)
-                left = held.units if held is not None else 0
+                units = extra + (held.units if held is not None else 0)
+                if units > 2 * extra:  # more than a chunk's room: the rest back to Redis
+                    self.inner.settle_later([(replace(limit, tally=False), 2 * extra - units)])
+                    units = 2 * extra
                 self._units[limit.key] = _Units(
-                    limit, left + extra, sent + min(self.hold_s, reset_s), 2 * extra,
+                    limit, units, sent + min(self.hold_s, reset_s), 2 * extra,
                     remaining, sent + reset_s,
                 )  # fmt: skip
             else:
@@ -167,11 +170,15 @@ class Allowances:
                 slots = self._slots.get(limit.key)
                 if slots is None:
                     self._slots[limit.key] = _Slots(
-                        limit, made, sent + self.slots_s, extra, remaining
+                        limit, made, sent + self.slots_s, 2 * extra, remaining
                     )
                 else:
                     slots.free.extend(made)
-                    slots.until, slots.cap, slots.remaining = sent + self.slots_s, extra, remaining
+                    slots.until, slots.cap, slots.remaining = (
+                        sent + self.slots_s,
+                        2 * extra,
+                        remaining,
+                    )
         self._schedule()
 
     def _adopt(

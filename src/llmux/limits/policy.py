@@ -424,25 +424,30 @@ def _duration(seconds: float) -> str:
     """OpenAI's reset format: ``20ms``, ``1.5s``, ``6m0s``."""
     if seconds < 1:
         return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
     minutes, rest = divmod(seconds, 60)
-    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
-    return f"{int(minutes)}m{text}" if minutes else text
+    return f"{int(minutes)}m" + f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
 
 
-def _tightest(limits: list[Limit], decision: Decision, prefix: str) -> int | None:
-    found = [i for i, lim in enumerate(limits) if lim.key.startswith(prefix)]
-    return min(found, key=lambda i: decision.remaining[i]) if found else None
+_NAMES = {"rpm:": "requests", "tpm:": "tokens"}
 
 
 def headers(limits: list[Limit], decision: Decision) -> dict[str, str]:
     """OpenAI's x-ratelimit headers for the tightest request and token limits."""
+    tightest: dict[str, int] = {}
+    remaining = decision.remaining
+    for i, limit in enumerate(limits):
+        name = _NAMES.get(limit.key[:4])
+        if name is not None:
+            j = tightest.get(name)
+            if j is None or remaining[i] < remaining[j]:
+                tightest[name] = i
     out: dict[str, str] = {}
-    for prefix, name in (("rpm:", "requests"), ("tpm:", "tokens")):
-        i = _tightest(limits, decision, prefix)
-        if i is not None:
-            out[f"x-ratelimit-limit-{name}"] = str(limits[i].count)
-            out[f"x-ratelimit-remaining-{name}"] = str(decision.remaining[i])
-            out[f"x-ratelimit-reset-{name}"] = _duration(decision.reset_s[i])
+    for name, i in tightest.items():
+        out[f"x-ratelimit-limit-{name}"] = str(limits[i].count)
+        out[f"x-ratelimit-remaining-{name}"] = str(remaining[i])
+        out[f"x-ratelimit-reset-{name}"] = _duration(decision.reset_s[i])
     return out
 
 
