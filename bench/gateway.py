@@ -214,6 +214,14 @@ def start_llmux_auth(
     return target
 
 
+# a request, a token and a concurrency limit for every caller, too high ever to refuse
+QUOTA_LIMITS = {
+    "LLMUX_LIMITS__REQUESTS_PER_MINUTE": "100000000",
+    "LLMUX_LIMITS__TOKENS_PER_MINUTE": "1000000000000",
+    "LLMUX_LIMITS__CONCURRENT_REQUESTS": "100000",
+}
+
+
 def start_llmux_quotas(work: Path, upstream: str) -> Target:
     """llmux with access control, a request, a token and a concurrency limit on every
     key (high enough never to refuse: each request pays the whole check), counted in
@@ -222,9 +230,7 @@ def start_llmux_quotas(work: Path, upstream: str) -> Target:
         work, upstream, "llmux+quotas",
         LLMUX_REDIS__URL=os.environ.get("LLMUX_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
         LLMUX_REDIS__PREFIX=f"llmux-bench:{os.getpid()}:",
-        LLMUX_LIMITS__REQUESTS_PER_MINUTE="100000000",
-        LLMUX_LIMITS__TOKENS_PER_MINUTE="1000000000000",
-        LLMUX_LIMITS__CONCURRENT_REQUESTS="100000",
+        **QUOTA_LIMITS,
     )  # fmt: skip
 
 

@@ -22,11 +22,10 @@ import time
 import uuid
 from pathlib import Path
 
-LIMITS = {
-    "LLMUX_LIMITS__REQUESTS_PER_MINUTE": "100000000",
-    "LLMUX_LIMITS__TOKENS_PER_MINUTE": "1000000000000",
-    "LLMUX_LIMITS__CONCURRENT_REQUESTS": "100000",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gateway as g
+
+LIMITS = g.QUOTA_LIMITS
 REDIS = {
     "LLMUX_REDIS__URL": os.environ.get("LLMUX_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
     "LLMUX_REDIS__PREFIX": f"llmux-bench-cpu:{uuid.uuid4().hex[:8]}:",

@@ -6,15 +6,13 @@ one Redis key."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from llmux.limits.allowance import Allowances
 from llmux.limits.gcra import Limit, Limiter, MemoryLimiter, RedisLimiter
+from tests.limits.hammer import four_processes
 
 pytestmark = pytest.mark.anyio
 
@@ -60,34 +58,9 @@ async def test_several_limits_are_charged_all_or_none(limiter: Limiter) -> None:
     assert alone.allowed and alone.remaining[0] == 97
 
 
-def _hammer(url: str, prefix: str, start: float, stop_at: float, out: Any) -> None:
-    time.sleep(max(0.0, start - time.time()))  # all four begin together
-
-    async def run() -> int:
-        limiter = RedisLimiter(url, prefix=prefix)
-        admitted = 0
-        limit = Limit("shared", count=20, period_s=1.0)
-        while time.time() < stop_at:
-            if (await limiter.acquire([limit])).allowed:
-                admitted += 1
-        await limiter.aclose()
-        return admitted
-
-    out.put(asyncio.run(run()))
-
-
 def test_four_processes_on_one_redis_key_never_over_admit(redis_url: str, prefix: str) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    start = time.time() + 2.0  # after the spawned interpreters are up
     seconds = 3.0
-    procs = [ctx.Process(target=_hammer, args=(redis_url, prefix, start, start + seconds, results))
-             for _ in range(4)]  # fmt: skip
-    for p in procs:
-        p.start()
-    admitted = sum(results.get(timeout=60) for _ in procs)
-    for p in procs:
-        p.join(timeout=30)
+    admitted = four_processes(redis_url, prefix, count=20, seconds=seconds)
     # exactly the burst (20) plus one per 50 ms of the 3 s, give or take the one unit
     # that is due right at the end; never more
     allowed = 20 + 20 * seconds
