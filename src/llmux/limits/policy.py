@@ -27,6 +27,7 @@ but Redis unreachable, requests that a limit or budget applies to get 503, or, w
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -357,17 +358,14 @@ def charge(op: Operation, outcome: Outcome, est: Estimate | None) -> Usage:
     return Usage(prompt, u.completion_tokens or outcome.pieces, u.cached_tokens)
 
 
-_DAY: list[Any] = [0.0, 0.0, ""]  # the UTC day last asked for: its start, end, name
-
-
 def utc_day(now: float) -> str:
-    """``YYYY-MM-DD`` of ``now`` in UTC (the day's name is made once a day)."""
-    start, end, name = _DAY
-    if not start <= now < end:
-        start = now - now % 86_400
-        name = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d")
-        _DAY[:] = [start, start + 86_400, name]
-    return str(name)
+    """``YYYY-MM-DD`` of ``now`` in UTC (each day's name is made once)."""
+    return _day_name(int(now // 86_400))
+
+
+@functools.lru_cache(maxsize=8)
+def _day_name(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
 
 
 def usage_record(
