@@ -97,7 +97,7 @@ class Allowances:
                 views[i] = view
             else:
                 asked.append(i)
-                ask.append(self._with_chunk(limit, now))
+                ask.append(self._with_chunk(limit))
         if not ask:
             return _merged(limits, views, None, [])
         wanted = [limit.key for limit in ask if limit.extra]
@@ -136,7 +136,7 @@ class Allowances:
         self._busy[(limit.key, lease)] = slots.free.pop()
         return _View(slots.remaining + len(slots.free), 0.0)
 
-    def _with_chunk(self, limit: Limit, now: float) -> Limit:
+    def _with_chunk(self, limit: Limit) -> Limit:
         """The limit with a chunk to take beside the request's cost, where it is worth
         one and none is on its way already."""
         if limit.key in self._asking:
