@@ -63,7 +63,8 @@ PATTERNS: dict[str, re.Pattern[str]] = {
 _IPV4 = re.compile(r"(?<![0-9.])(?:\d{1,3}\.){3}\d{1,3}(?![0-9]|\.\d)")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
 PATTERNS["ip"] = re.compile(f"{_IPV4.pattern}|{_IPV6.pattern}")
-NUMBERS = frozenset({"id_card", "bank_card", "phone"})  # found inside runs of digits
+# found inside runs of digits, with at least this many digits
+NUMBERS = {"id_card": 17, "bank_card": 16, "phone": 11}
 _RUNS = re.compile(r"[0-9+][0-9 +.-]{6,}[0-9Xx]|[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 
 
@@ -121,6 +122,19 @@ def ip_valid(text: str) -> bool:
     return ":" not in text or text.strip(":") != ""  # "::" alone is no one's address
 
 
+Runs = list[tuple[re.Match[str], int]]
+
+
+def _runs(text: str) -> Runs:
+    """The runs of digits and separators in ``text``, each with its count of digits:
+    where a number can be, found in one scan for all the number recognisers."""
+    out = []
+    for run in _RUNS.finditer(text):
+        g = run.group()
+        out.append((run, len(g) - g.count(" ") - g.count("-") - g.count(".") - g.count("+")))
+    return out
+
+
 def _near_card_word(text: str, start: int) -> bool:
     before = text[max(0, start - 12) : start].lower()
     return any(word in before for word in CARD_WORDS)
@@ -155,9 +169,10 @@ class Recognizers:
 
     def find(self, text: str) -> list[Found]:
         candidates: list[tuple[int, Found]] = []
+        runs = _runs(text)
         for rank, kind in enumerate(self.kinds):
             check = self._checks[kind]
-            for m in self._matches(kind, text):
+            for m in self._matches(kind, text, runs):
                 if check(text, m):
                     candidates.append((rank, Found(kind, m.start(), m.end(), m.group())))
         for j, (name, rx) in enumerate(self.custom.items()):
@@ -170,20 +185,23 @@ class Recognizers:
                 taken.append(found)
         return sorted(taken, key=lambda f: f.start)
 
-    def _matches(self, kind: str, text: str) -> Iterable[re.Match[str]]:
+    def _matches(self, kind: str, text: str, runs: Runs) -> Iterable[re.Match[str]]:
         """The pattern's matches, searched only where they can be: a number's inside
         the runs of digits (one scan finds those), an email's only if there is an ``@``,
         an IPv6 address's only if there is a ``:``."""
         rx = PATTERNS[kind]
         if kind in NUMBERS:
-            for run in _RUNS.finditer(text):
-                yield from rx.finditer(text, run.start(), min(len(text), run.end() + 1))
+            least = NUMBERS[kind]
+            for run, count in runs:
+                if count >= least:
+                    yield from rx.finditer(text, run.start(), min(len(text), run.end() + 1))
         elif kind == "email":
             if "@" in text:
                 yield from rx.finditer(text)
         elif kind == "ip":
-            for run in _RUNS.finditer(text):
-                yield from _IPV4.finditer(text, run.start(), min(len(text), run.end() + 1))
+            for run, _ in runs:
+                if run.group().count(".") >= 3:
+                    yield from _IPV4.finditer(text, run.start(), min(len(text), run.end() + 1))
             if ":" in text:
                 yield from _IPV6.finditer(text)
         else:
