@@ -220,23 +220,27 @@ QUOTA_LIMITS = {
     "LLMUX_LIMITS__TOKENS_PER_MINUTE": "1000000000000",
     "LLMUX_LIMITS__CONCURRENT_REQUESTS": "100000",
 }
+USAGE_OFF = {"LLMUX_USAGE__ENABLED": "false"}
+
+
+def redis_env(tag: str) -> dict[str, str]:
+    """The local Redis (or $LLMUX_BENCH_REDIS), under a prefix of this run's own."""
+    return {
+        "LLMUX_REDIS__URL": os.environ.get("LLMUX_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
+        "LLMUX_REDIS__PREFIX": f"llmux-bench-{tag}:{os.getpid()}:",
+    }
 
 
 def start_llmux_quotas(work: Path, upstream: str) -> Target:
     """llmux with access control, a request, a token and a concurrency limit on every
     key (high enough never to refuse: each request pays the whole check), counted in
     the local Redis, and usage records: what a production deployment runs."""
-    return start_llmux_auth(
-        work, upstream, "llmux+quotas",
-        LLMUX_REDIS__URL=os.environ.get("LLMUX_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
-        LLMUX_REDIS__PREFIX=f"llmux-bench:{os.getpid()}:",
-        **QUOTA_LIMITS,
-    )  # fmt: skip
+    return start_llmux_auth(work, upstream, "llmux+quotas", **redis_env("gw"), **QUOTA_LIMITS)
 
 
 def start_llmux_bare(work: Path, upstream: str) -> Target:
     """llmux without usage records (on by default): nothing but the relay."""
-    return start_llmux(work, upstream, "llmux-bare", LLMUX_USAGE__ENABLED="false")
+    return start_llmux(work, upstream, "llmux-bare", **USAGE_OFF)
 
 
 def start_llmux_renamed(work: Path, upstream: str) -> Target:

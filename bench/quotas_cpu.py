@@ -19,18 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway as g
 
 LIMITS = g.QUOTA_LIMITS
-REDIS = {
-    "LLMUX_REDIS__URL": os.environ.get("LLMUX_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
-    "LLMUX_REDIS__PREFIX": f"llmux-bench-cpu:{uuid.uuid4().hex[:8]}:",
-}
-OFF = {"LLMUX_USAGE__ENABLED": "false"}
+REDIS = g.redis_env("cpu")
+OFF = g.USAGE_OFF
 NO_SHARE = {"LLMUX_LIMITS__LOCAL_SHARE": "0"}
 VARIANTS: dict[str, dict[str, str]] = {
     "nothing to do (baseline)": OFF,

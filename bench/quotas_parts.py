@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -25,11 +24,8 @@ import gateway as g
 from servers import free_port
 
 LIMITS = g.QUOTA_LIMITS
-REDIS = {
-    "LLMUX_REDIS__URL": os.environ.get("LLMUX_BENCH_REDIS", "redis://127.0.0.1:6379/0"),
-    "LLMUX_REDIS__PREFIX": f"llmux-bench-parts:{os.getpid()}:",
-}
-OFF = {"LLMUX_USAGE__ENABLED": "false"}
+REDIS = g.redis_env("parts")
+OFF = g.USAGE_OFF
 
 
 def variants(work: Path, upstream: str) -> dict[str, Callable[[], g.Target]]:

@@ -49,6 +49,8 @@ CARD_WORDS = ("卡号", "银行卡", "信用卡", "储蓄卡", "借记卡", "car
 
 _NUM = r"(?<![0-9A-Za-z])"  # not inside a longer number or code
 _END = r"(?![0-9A-Za-z])"
+_IPV4 = re.compile(r"(?<![0-9.])(?:\d{1,3}\.){3}\d{1,3}(?![0-9]|\.\d)")
+_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
 PATTERNS: dict[str, re.Pattern[str]] = {
     "id_card": re.compile(_NUM + r"\d{17}[\dXx]" + _END),
     "credit_code": re.compile(_NUM + r"[0-9A-HJ-NPQRTUWXY]{18}" + _END),
@@ -57,12 +59,10 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "email": re.compile(
         r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+"
     ),
+    "ip": re.compile(f"{_IPV4.pattern}|{_IPV6.pattern}"),  # searched as its two halves
 }
 
 
-_IPV4 = re.compile(r"(?<![0-9.])(?:\d{1,3}\.){3}\d{1,3}(?![0-9]|\.\d)")
-_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
-PATTERNS["ip"] = re.compile(f"{_IPV4.pattern}|{_IPV6.pattern}")
 # found inside runs of digits, with at least this many digits
 NUMBERS = {"id_card": 17, "bank_card": 16, "phone": 11}
 _RUNS = re.compile(r"[0-9+][0-9 +.-]{6,}[0-9Xx]|[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
