@@ -32,6 +32,7 @@ from pydantic_settings import (
 
 from llmux.core.durations import parse_setting_duration
 from llmux.errors import LlmuxError
+from llmux.policies.settings import CacheSettings, ModerationSettings, RedactionSettings
 from llmux.upstream.settings import GatewaySettings, UpstreamSettings
 
 log = logging.getLogger(__name__)
@@ -384,10 +385,6 @@ class UsageSettings(Section):
     )
 
 
-class CacheSettings(Section):
-    """The response cache (filled by the cache work)."""
-
-
 class RedisSettings(Section):
     """Shared state across replicas: limit and budget counters (docs/quotas.md)."""
 
@@ -504,6 +501,8 @@ class Settings(BaseSettings):
     prices: PricesSettings = Field(default_factory=PricesSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)

@@ -6,7 +6,8 @@ stable machine-readable ``code``::
 
     LlmuxError (500 internal_error)
     ├── InvalidRequest (400 invalid_request)
-    │   └── CapabilityNotSupported (400 unsupported_capability)
+    │   ├── CapabilityNotSupported (400 unsupported_capability)
+    │   └── ContentRefused (400 content_filter / pii_detected)  a content policy said no
     ├── Unauthorized (401 invalid_api_key, carries WWW-Authenticate)
     ├── PaymentRequired (402 insufficient_balance)  DeepSeek's "Insufficient Balance"
     ├── Forbidden (403 forbidden)
@@ -17,6 +18,7 @@ stable machine-readable ``code``::
     ├── PayloadTooLarge (413 payload_too_large)
     ├── RateLimited (429 rate_limited, carries Retry-After and limit headers)
     ├── ServerBusy (503 server_busy, carries Retry-After)
+    ├── PolicyFailed (503 policy_failed)   a content policy broke: fail closed
     ├── Timeout (504 timeout)              a deadline passed before the reply was done
     ├── BackendError (500 backend_error)   a model or upstream failed while serving
     └── UpstreamError (502 upstream_error) an upstream server failed or is unreachable
@@ -67,6 +69,18 @@ class InvalidRequest(LlmuxError):
 
 class CapabilityNotSupported(InvalidRequest):
     code = "unsupported_capability"
+
+
+class ContentRefused(InvalidRequest):
+    """A content policy refused the request: moderation (``content_filter``, ``param``
+    the category) or PII redaction set to block (``pii_detected``, ``param`` the entity
+    type). The message names what was found, never the text itself."""
+
+    code = "content_filter"
+
+    def __init__(self, message: str, *, code: str = "content_filter", param: str) -> None:
+        super().__init__(message, param=param)
+        self.code = code
 
 
 class Unauthorized(LlmuxError):
@@ -144,6 +158,14 @@ class ServerBusy(LlmuxError):
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message, retry_after=retry_after)
+
+
+class PolicyFailed(LlmuxError):
+    """A content policy (redaction, moderation) failed, so the request was not served:
+    they fail closed, never letting unchecked text through."""
+
+    status = 503
+    code = "policy_failed"
 
 
 class Timeout(LlmuxError):

@@ -17,7 +17,7 @@ Routes, the serving layer, the conversations API and the relay all come here, wi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,13 @@ from llmux.core.context import RequestContext
 from llmux.core.models import LoadedInfo, ModelCard, ModelInfo
 from llmux.core.names import ModelName
 from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions
-from llmux.errors import BackendError, InsufficientScope, InvalidRequest, ModelNotFound
+from llmux.errors import (
+    BackendError,
+    InsufficientScope,
+    InvalidRequest,
+    LlmuxError,
+    ModelNotFound,
+)
 from llmux.models.create import CreateSpec
 from llmux.models.manager import ModelManager
 from llmux.models.progress import Progress
@@ -79,8 +85,10 @@ class Gateway:
         upstreams: UpstreamRouter | None = None,
         aliases: dict[str, str] | None = None,
         policies: Sequence[Policy] = (),
+        digest: Callable[[str], str] | None = None,
     ) -> None:
         self.local = local
+        self.digest = digest  # the local backend's model digest (the engine's), if it has one
         self.manager = manager
         self.upstreams = upstreams or UpstreamRouter([])
         self.aliases = {k.lower(): v for k, v in (aliases or {}).items()}
@@ -129,6 +137,21 @@ class Gateway:
 
     def visible(self, ctx: RequestContext, name: str) -> bool:
         return model_allowed(ctx.principal.models, name)
+
+    def served_by(self, model: str) -> str:
+        """What answers a resolved name, for the response cache's key: the local model's
+        digest, or each upstream and the name it knows the model by (and the local digest
+        where the local copy is a pool member). Unknown models give the route only."""
+        route = self.route(model)
+        local = ""
+        if not route.upstream or (isinstance(route.backend, Pool) and route.backend.local):
+            try:
+                local = self.digest(route.name) if self.digest is not None else ""
+            except LlmuxError:
+                local = ""
+            local = f"{self.local.name}:{route.name}@{local}"
+        members = sorted(f"{m.name}={remote}" for m, remote in route.targets)
+        return "|".join([route.kind, local, *members])
 
     def require_model(self, model: str) -> str:
         """The resolved name, or ModelNotFound when no backend serves it."""

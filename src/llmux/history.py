@@ -10,7 +10,7 @@ with what was generated, marked ``partial``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ class Turn:
     chunks: AsyncIterator[ChatChunk] = field(init=False)
     message_id: int | None = None
     store_error: str | None = None  # why the finished reply could not be stored
+    scrub: Callable[[str], str] = field(default=lambda text: text, repr=False)
 
 
 def owner_of(principal: Principal) -> str | None:
@@ -61,11 +62,21 @@ class ChatHistory:
     caller and sees everything."""
 
     def __init__(
-        self, repo: ConversationRepository, gateway: Gateway, *, admins_see_all: bool = False
+        self,
+        repo: ConversationRepository,
+        gateway: Gateway,
+        *,
+        admins_see_all: bool = False,
+        scrub: Callable[[RequestContext], Callable[[str], str] | None] | None = None,
     ) -> None:
         self.repo = repo
         self.gateway = gateway
         self.admins_see_all = admins_see_all
+        self.scrub = scrub  # what stored text passes through (PII redaction), per caller
+
+    def _scrubber(self, ctx: RequestContext) -> Callable[[str], str]:
+        found = self.scrub(ctx) if self.scrub is not None else None
+        return found if found is not None else _same
 
     def scope(self, ctx: RequestContext) -> str | None:
         """The owner whose conversations ``ctx`` sees, or None for all of them."""
@@ -100,10 +111,11 @@ class ChatHistory:
         wire = [*self._wire_history(conv, history)]
         wire.append(WireMessage(role="user", content=body.content, images=body.images))
         request = self._request(model, wire, body)  # bad options fail before anything is stored
+        content = self._scrubber(ctx)(body.content)
         await self.repo.append(
             conversation_id,
-            NewMessage(role="user", content=body.content, model=model),
-            title_if_empty=title_from(body.content),
+            NewMessage(role="user", content=content, model=model),
+            title_if_empty=title_from(content),
         )
         return await self._start(ctx, conv, model, request)
 
@@ -155,7 +167,7 @@ class ChatHistory:
     ) -> Turn:
         if model != conv.model:
             await self.repo.update(conv.id, model=model)
-        turn = Turn(conversation_id=conv.id, model=model)
+        turn = Turn(conversation_id=conv.id, model=model, scrub=self._scrubber(ctx))
         turn.chunks = self._record(turn, self.gateway.chat(ctx, request))
         return turn
 
@@ -175,8 +187,8 @@ class ChatHistory:
                         turn,
                         NewMessage(
                             role="assistant",
-                            content="".join(content),
-                            thinking="".join(thinking),
+                            content=turn.scrub("".join(content)),
+                            thinking=turn.scrub("".join(thinking)),
                             model=turn.model,
                             done_reason=chunk.done_reason,
                             prompt_tokens=m.prompt_tokens if m else None,
@@ -189,8 +201,8 @@ class ChatHistory:
             if not saved and (any(content) or any(thinking)):
                 partial = NewMessage(
                     role="assistant",
-                    content="".join(content),
-                    thinking="".join(thinking),
+                    content=turn.scrub("".join(content)),
+                    thinking=turn.scrub("".join(thinking)),
                     model=turn.model,
                     partial=True,
                 )
@@ -210,6 +222,10 @@ class ChatHistory:
             )
             return None
         return stored.id
+
+
+def _same(text: str) -> str:
+    return text
 
 
 def reply_fields(turn: Turn) -> dict[str, Any]:

@@ -4,7 +4,8 @@ lifespan owns (or a test hands in, with fakes)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from llmux.auth.control import AccessControl
 from llmux.auth.secrets import Keyring, load_master
@@ -25,6 +26,11 @@ from llmux.models.manager import ModelManager
 from llmux.models.store import ModelStore
 from llmux.policies import Policy
 from llmux.policies.access_log import AccessLog
+from llmux.policies.cache import Cache
+from llmux.policies.cachestore import MemoryCache, RedisCache
+from llmux.policies.moderation import Moderation
+from llmux.policies.redaction import Redaction, ScrubLogs
+from llmux.policies.settings import ModerationSettings
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
 from llmux.storage.principals import SqlPrincipals
@@ -42,6 +48,9 @@ class Services:
     access_control: AccessControl | None = None
     quotas: Quotas | None = None
     reconcile_s: float = 0.0
+    cache: Cache | None = None
+    moderation: Moderation = field(default_factory=lambda: Moderation(ModerationSettings()))
+    log_filter: ScrubLogs | None = None  # masks personal data in log lines, while served
 
     @property
     def access(self) -> AccessControl:
@@ -58,6 +67,9 @@ class Services:
         return self.quotas.usage if self.quotas is not None else None
 
     async def start(self) -> None:
+        if self.log_filter is not None:
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self.log_filter)
         if self.database is not None:
             await self.database.open()  # migrates the schema to the newest version
         if self.usage is not None:
@@ -77,19 +89,60 @@ class Services:
                     await self.quotas.usage.aclose()  # writes what is queued
                 if self.quotas.limiter is not None:
                     await self.quotas.limiter.aclose()
+            if self.cache is not None:
+                await self.cache.aclose()  # finishes its Redis writes
         finally:
             if self.database is not None:
                 await self.database.aclose()
+            if self.log_filter is not None:
+                for handler in logging.getLogger().handlers:
+                    handler.removeFilter(self.log_filter)
 
 
-def policies(settings: Settings, quotas: Quotas | None = None) -> list[Policy]:
-    """The configured policy chain, outermost first: the access log sees refusals too."""
+def policies(
+    settings: Settings,
+    quotas: Quotas | None = None,
+    moderation: Moderation | None = None,
+    redaction: Redaction | None = None,
+    cache: Cache | None = None,
+) -> list[Policy]:
+    """The configured policy chain, outermost first: the access log sees refusals too;
+    moderation sees the caller's text, redaction turns it into what backends may see
+    (docs/guardrails.md)."""
     chain: list[Policy] = []
     if settings.server.access_log:
         chain.append(AccessLog())
     if quotas is not None:
         chain.append(quotas)
+    if moderation is not None and moderation.any_enabled:
+        chain.append(moderation)
+    if redaction is not None and redaction.any_enabled:
+        chain.append(redaction)
+    if cache is not None:  # innermost: a hit passes every other policy as a reply does
+        chain.append(cache)
     return chain
+
+
+def build_cache(settings: Settings) -> Cache | None:
+    """The response cache, when ``[cache]`` turns it on (top level, for a key or a
+    model): L1 in this process unless ``memory_bytes = 0``, L2 in Redis with
+    ``redis = true`` (anywhere in the table) and ``[redis] url``."""
+    s = settings.cache
+    if not s.active:
+        return None
+    redis: RedisCache | None = None
+    if s.redis or any(t.get("redis") is True for t in s.overrides()):
+        if not settings.redis.url:
+            raise LlmuxError("[cache] redis = true needs [redis] url (redis://HOST:PORT/DB)")
+        try:
+            redis = RedisCache(settings.redis.url, settings.redis.prefix)
+        except ImportError:
+            raise LlmuxError(
+                "[cache] redis = true but the redis client is not installed; install it with "
+                "`pip install 'llmux[redis]'`"
+            ) from None
+    memory = MemoryCache(s.memory_bytes) if s.memory_bytes > 0 else None
+    return Cache(s, memory, redis)
 
 
 def build_quotas(
@@ -145,22 +198,44 @@ def build_services(settings: Settings) -> Services:
     ensure_bundled(store, settings.store.bundled_model)
     engine = LocalEngine(store, settings.engine)
     quotas = build_quotas(settings, db, engine)
+    moderation, redaction = guardrails(settings)
+    cache = build_cache(settings)
     gateway = Gateway(
         engine,
         manager=ModelManager(store, settings.store),
         upstreams=UpstreamRouter(settings.upstreams),
         aliases=settings.gateway.aliases,
-        policies=policies(settings, quotas),
+        policies=policies(settings, quotas, moderation, redaction, cache),
+        digest=engine.digest,
     )
+    if cache is not None:
+        cache.bind(gateway.served_by)
+    moderation.bind(gateway.chat)  # its judge model, if one is set, asks through the gateway
     log.info("serving models from %s", store.root)
     history = ChatHistory(
-        SqlConversations(db), gateway, admins_see_all=settings.auth.admins_see_all
-    )
+        SqlConversations(db), gateway, admins_see_all=settings.auth.admins_see_all,
+        scrub=redaction.scrubber if redaction.any_enabled else None,
+    )  # fmt: skip
     access = access_control(settings, db)
+    base = redaction.base
     return Services(
         gateway=gateway, history=history, database=db, access_control=access, quotas=quotas,
-        reconcile_s=settings.usage.reconcile_s,
+        reconcile_s=settings.usage.reconcile_s, moderation=moderation, cache=cache,
+        log_filter=ScrubLogs(base) if base.enabled and base.settings.logs else None,
     )  # fmt: skip
+
+
+def guardrails(settings: Settings) -> tuple[Moderation, Redaction]:
+    """The content policies, with their word lists read and patterns compiled (a bad
+    one fails here, when the server starts, naming the setting)."""
+    try:
+        moderation = Moderation(settings.moderation)
+    except (OSError, ValueError, re.error) as exc:
+        raise LlmuxError(f"[moderation]: {exc}") from None
+    try:
+        return moderation, Redaction(settings.redaction)
+    except (OSError, ValueError, re.error) as exc:
+        raise LlmuxError(f"[redaction]: {exc}") from None
 
 
 def access_control(settings: Settings, db: Database) -> AccessControl:

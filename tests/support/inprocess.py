@@ -24,7 +24,7 @@ from llmux.models.manager import ModelManager
 from llmux.models.store import ModelStore
 from llmux.policies import Handler, Operation, Outcome, PassThrough, Policy
 from llmux.server.app import create_app
-from llmux.services import Services, access_control, build_quotas
+from llmux.services import Services, access_control, build_quotas, guardrails
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
 from llmux.upstream.router import UpstreamRouter
@@ -90,16 +90,23 @@ def in_process(
     quota = build_quotas(config, db) if quotas else None
     if quota is not None:
         quota.counter = counter
+    moderation, redaction = guardrails(config)
+    chain = [*policies, quota] if quota is not None else list(policies)
+    chain += [p for p in (moderation, redaction) if p.any_enabled]  # as services.policies()
     gateway = gateway_cls(
         backend,
         manager=ModelManager(ModelStore(tmp_path / "models"), StoreSettings()),
         upstreams=UpstreamRouter(config.upstreams),
         aliases=config.gateway.aliases,
-        policies=[*policies, quota] if quota is not None else policies,
+        policies=chain,
     )
+    moderation.bind(gateway.chat)
     access = access_control(config, db)
-    history = ChatHistory(SqlConversations(db), gateway, admins_see_all=config.auth.admins_see_all)
-    services = Services(gateway, history, db, access, quota)
+    history = ChatHistory(
+        SqlConversations(db), gateway, admins_see_all=config.auth.admins_see_all,
+        scrub=redaction.scrubber if redaction.any_enabled else None,
+    )  # fmt: skip
+    services = Services(gateway, history, db, access, quota, moderation=moderation)
     app = create_app(config, services)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
         yield App(client, backend, gateway, config, access, quota)

@@ -37,7 +37,8 @@ _BY_PATH: dict[str, str] = {
         ("/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/chat/ws",
          "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/chat/completions/ws",
          "/chat/completions", "/completions", "/embeddings", "/beta/completions",
-         "/beta/chat/completions", "/v1/text/completion", "/text/completion", "/user/balance"),
+         "/beta/chat/completions", "/v1/text/completion", "/text/completion", "/user/balance", "/v1/moderations",
+         "/v1/moderation", "/moderations", "/moderation"),
         INFERENCE,
     ),
     **dict.fromkeys(

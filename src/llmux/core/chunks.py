@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from llmux.core.request import ToolCall
 
-DoneReason = Literal["stop", "length", "load", "unload", "tool_calls"]
+DoneReason = Literal["stop", "length", "load", "unload", "tool_calls", "content_filter"]
 
 
 @dataclass(frozen=True, slots=True)

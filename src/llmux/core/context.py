@@ -53,7 +53,8 @@ class RequestContext:
     """One request: its id (echoed as ``X-Request-Id``), the API family and route it
     came in on, the client's address and the principal. ``headers`` are response
     headers that policies add (the rate-limit headers); the identity layer sends them
-    with the response's start."""
+    with the response's start. ``cache_control`` is the request's ``Cache-Control``
+    header (the response cache reads it), empty when it sent none."""
 
     api: Api
     route: str = ""
@@ -61,3 +62,4 @@ class RequestContext:
     client: str | None = None
     principal: Principal = ANONYMOUS
     headers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    cache_control: str = ""

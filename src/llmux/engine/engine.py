@@ -44,6 +44,7 @@ from llmux.models.card import model_card
 from llmux.models.store import ModelRecord, ModelStore
 
 log = logging.getLogger(__name__)
+PROMPT_LOG_CHARS = 4000  # what a debug log line shows of a rendered prompt (its end)
 
 REAP_INTERVAL_S = 0.25
 AUTO_SLOTS = 8  # the most sequence slots num_parallel "auto" gives a model
@@ -86,6 +87,11 @@ class LocalEngine:
     # -- model records -------------------------------------------------------------
     def record(self, model: str) -> ModelRecord:
         return self.store.resolve(ModelName.parse(model))
+
+    def digest(self, model: str) -> str:
+        """The installed model's manifest digest (one stat while it is unchanged); the
+        response cache keys replies by it, so a re-pulled model misses."""
+        return self.record(model).digest
 
     def has(self, model: str) -> bool:
         try:
@@ -283,6 +289,8 @@ class LocalEngine:
         record = self.record(request.model)
         self.check(record, request)
         prompt = await asyncio.to_thread(self.prompts.build, record, request)  # templates
+        if log.isEnabledFor(logging.DEBUG):  # as Ollama's debug log does; redaction masks it
+            log.debug("%s: prompt %s", record.name.display, prompt.text[-PROMPT_LOG_CHARS:])
         job = Job(
             prompt=prompt.text,
             sampling=resolve_sampling(

@@ -11,7 +11,8 @@ request's most expensive outcome is held against its budgets (``budgets.py``); o
 cannot cover it is a 402 with DeepSeek's "Insufficient Balance" and
 ``x-should-retry: false``, and the limits charged a moment ago are given back.
 
-**After** (``finished``): the charge is the reported usage; without one, a stream the
+**After** (``finished``): the charge is the reported usage (a reply from the response
+cache pays its prompt at the cached-input price and no completion); without one, a stream the
 client cancelled is charged its prompt and the pieces it received, an upstream failure
 keeps the whole reservation, and a refusal by the backend (4xx) costs nothing. The token
 limits move by the difference, the lease is returned, and the usage record, with its
@@ -282,7 +283,7 @@ class Quotas(PassThrough):
         if not tickets:
             del self._open[id(ctx)]
         usage = charge(op, outcome, ticket.estimate)
-        cost = self.prices.cost(op.model, usage) if self.prices else 0
+        cost = self.prices.cost(op.model, billed(usage, outcome)) if self.prices else 0
         if ticket.limiter is not None:
             self._settle(ticket, usage)
         if self.usage is not None:
@@ -358,6 +359,14 @@ def charge(op: Operation, outcome: Outcome, est: Estimate | None) -> Usage:
     return Usage(prompt, u.completion_tokens or outcome.pieces, u.cached_tokens)
 
 
+def billed(usage: Usage, outcome: Outcome) -> Usage:
+    """What the budgets pay for: a reply from the response cache costs its prompt at
+    the cached-input price and nothing for its completion (no model ran)."""
+    if outcome.cache is None:
+        return usage
+    return Usage(usage.prompt_tokens, 0, usage.prompt_tokens)
+
+
 def utc_day(now: float) -> str:
     """``YYYY-MM-DD`` of ``now`` in UTC (each day's name is made once)."""
     return _day_name(int(now // 86_400))
@@ -412,6 +421,7 @@ def usage_record(
         http_status=http,
         latency_ms=round(outcome.latency_s * 1000, 3),
         ttft_ms=None if outcome.ttft_s is None else round(outcome.ttft_s * 1000, 3),
+        cache=outcome.cache,
     )
 
 

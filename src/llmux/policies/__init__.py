@@ -13,8 +13,9 @@ any configured policy does, the relay fast path is off. Metadata-only policies (
 request-rate limits, metrics, metadata audit) keep it.
 
 ``finished`` is called once at the end of every operation, the fast path included, with
-the :class:`Outcome`: usage, finish reason, latency, time to first item and the error
-that ended it, if any. :func:`compose` chains the policies in their configured order
+the :class:`Outcome`: usage, finish reason, latency, time to first item, the error
+that ended it, if any, and whether the response cache answered (read off the
+``X-Llmux-Cache`` header it sets in ``ctx.headers``). :func:`compose` chains the policies in their configured order
 around the backend call; the gateway (``llmux.gateway``) owns the chain.
 """
 
@@ -69,6 +70,7 @@ class Outcome:
     usage_known: bool = False  # the backend reported the usage (a final chunk, a usage field)
     pieces: int = 0  # content pieces streamed (what a cancelled stream had generated)
     served: str = ""  # the model that answered, as the backend named it
+    cache: str | None = None  # "l1" / "l2": the response cache answered (policies/cache.py)
 
     @property
     def ok(self) -> bool:

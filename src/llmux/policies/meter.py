@@ -22,6 +22,8 @@ from llmux.policies import Operation, Outcome, Policy, Usage
 
 log = logging.getLogger(__name__)
 TAIL_BYTES = 64 * 1024  # what the relay meter keeps of a reply: usage comes at its end
+CACHE_HEADER = "x-llmux-cache"  # what the response cache did: hit-l1, hit-l2, miss, bypass
+_HITS = {"hit-l1": "l1", "hit-l2": "l2"}
 
 
 class ChunkMeter:
@@ -160,6 +162,7 @@ async def observed(
             usage_known=meter.known,
             pieces=meter.pieces,
             served=meter.model,
+            cache=_HITS.get(ctx.headers.get(CACHE_HEADER, "")) if ctx.headers else None,
         )
         for policy in reversed(policies):
             try:

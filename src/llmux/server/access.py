@@ -169,8 +169,9 @@ class Access:
             )
         if isinstance(ctx, RequestContext):  # (not dataclasses.replace: 5x the time)
             state["ctx"] = RequestContext(
-                ctx.api, ctx.route, ctx.request_id, ctx.client, principal, ctx.headers
-            )
+                ctx.api, ctx.route, ctx.request_id, ctx.client, principal, ctx.headers,
+                ctx.cache_control,
+            )  # fmt: skip
 
     def _find_control(self, scope: Scope) -> AccessControl:
         """The app's access control, once its services are up (the lifespan made them)."""

@@ -9,6 +9,8 @@
   from its right end, the first address that is not a trusted proxy is the client.
 * **API**: ``ollama`` for ``/`` and ``/api/*``, ``openai`` for ``/v1/*``, ``deepseek``
   for the bare root (DeepSeek-style paths); the route is the request path.
+* **Cache-Control**: the request's header, as ``ctx.cache_control`` (its first
+  :data:`MAX_CACHE_CONTROL` characters), for the response cache.
 * **Principal**: anonymous; access control fills it in.
 """
 
@@ -25,6 +27,7 @@ from llmux.observability.logs import REQUEST_ID
 from llmux.server.errors import is_ollama_path
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+MAX_CACHE_CONTROL = 256  # what is kept of a Cache-Control header (the response cache reads it)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -79,18 +82,21 @@ class Identity:
             await self.app(scope, receive, send)
             return
         given = forwarded = None
+        cache_control = ""
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 given = value.decode("latin-1")
             elif key == b"x-forwarded-for":
                 forwarded = value.decode("latin-1")
+            elif key == b"cache-control":
+                cache_control = value[:MAX_CACHE_CONTROL].decode("latin-1")
         request_id = given if given and _REQUEST_ID.match(given) else new_request_id()
         client = scope.get("client")
         peer = client[0] if client else None
         path = scope["path"]
         if forwarded is not None and self.proxies:
             peer = client_address(peer, forwarded, self.proxies)
-        ctx = RequestContext(api_for(path), path, request_id, peer)
+        ctx = RequestContext(api_for(path), path, request_id, peer, cache_control=cache_control)
         scope.setdefault("state", {})["ctx"] = ctx
         token = REQUEST_ID.set(request_id)
         try:

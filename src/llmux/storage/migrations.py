@@ -172,6 +172,10 @@ _USAGE_PARTIAL = [
 ]
 MIGRATIONS.append({"sqlite": _USAGE_PARTIAL, "postgresql": _USAGE_PARTIAL})
 
+# 7: which level of the response cache answered a request (l1, l2), NULL: none did
+_USAGE_CACHE = ["ALTER TABLE usage_records ADD COLUMN cache TEXT"]
+MIGRATIONS.append({"sqlite": _USAGE_CACHE, "postgresql": _USAGE_CACHE})
+
 
 def migrate(conn: Connection, dialect: str) -> int:
     """Apply every migration not yet recorded; return the schema version."""

@@ -62,6 +62,7 @@ records = Table(
     Column("http_status", Integer),
     Column("latency_ms", Float),
     Column("ttft_ms", Float),
+    Column("cache", Text),
 )
 quotas = Table(
     "quotas",
@@ -94,6 +95,7 @@ GROUPS = {
     "team": "team",
     "principal": "principal",
     "backend": "backend",
+    "cache": "cache",
 }
 
 
@@ -123,6 +125,7 @@ class UsageRecord:
     http_status: int
     latency_ms: float
     ttft_ms: float | None
+    cache: str | None = None  # l1, l2: the response cache answered
 
 
 COLUMNS = tuple(column.name for column in records.columns)  # the table's order

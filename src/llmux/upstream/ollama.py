@@ -30,6 +30,7 @@ DONE_REASONS: dict[str, DoneReason] = {
     "length": "length",
     "load": "load",
     "unload": "unload",
+    "content_filter": "content_filter",
 }
 
 

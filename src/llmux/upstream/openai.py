@@ -26,7 +26,7 @@ from llmux.upstream.ollama import options as ollama_options
 from llmux.upstream.translate import Clock, ThinkText, data_uri, token_logprobs
 
 log = logging.getLogger(__name__)
-FINISH: dict[str, DoneReason] = {"length": "length"}
+FINISH: dict[str, DoneReason] = {"length": "length", "content_filter": "content_filter"}
 NATIVE_ONLY = (
     "top_k",
     "min_p",

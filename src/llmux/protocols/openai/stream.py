@@ -42,6 +42,13 @@ def usage_object(
     }
 
 
+def finish_reason(chunk: ChatChunk) -> str:
+    """The OpenAI finish reason of a final chunk (tool calls are the caller's to see)."""
+    if chunk.done_reason in ("length", "content_filter"):
+        return chunk.done_reason
+    return "stop"
+
+
 def logprob_content(items: tuple[TokenLogprob, ...]) -> list[dict[str, Any]]:
     return [lp.as_dict() for lp in items]
 
@@ -105,11 +112,7 @@ class ChatRenderer:
                 }
             )
         if c.done:
-            st.finish = (
-                "tool_calls"
-                if st.tool_calls
-                else ("length" if c.done_reason == "length" else "stop")
-            )
+            st.finish = "tool_calls" if st.tool_calls else finish_reason(c)
             m = c.metrics or Metrics()
             if self.prompt_metrics is None:
                 self.prompt_metrics = m
@@ -247,7 +250,7 @@ class CompletionRenderer:
         first = c.index not in self.chat.choices
         self.chat._absorb(c)
         if c.done:
-            finish = "length" if c.done_reason == "length" else "stop"
+            finish = finish_reason(c)
             return [
                 self._obj(
                     [{"index": c.index, "text": "", "logprobs": None, "finish_reason": finish}]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # integers the real APIs accept (Go, C)
 
@@ -147,3 +147,21 @@ class EmbeddingBody(Wire):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
+
+
+MAX_MODERATION_INPUTS = 2048
+
+
+class ModerationBody(Wire):
+    """``POST /v1/moderations``: one text, several (a result each), or one input of
+    content parts (one result; image parts are not checked)."""
+
+    input: str | list[str] | list[ContentPart]
+    model: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        if isinstance(value, list) and not 1 <= len(value) <= MAX_MODERATION_INPUTS:
+            raise ValueError(f"`input` takes 1 to {MAX_MODERATION_INPUTS} items")
+        return value

@@ -8,11 +8,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from llmux.protocols.openai.wire import ChatCompletionBody, CompletionBody, EmbeddingBody
+from llmux.protocols.openai.wire import (
+    ChatCompletionBody,
+    CompletionBody,
+    EmbeddingBody,
+    ModerationBody,
+)
 from llmux.server.body import parse_body
-from llmux.server.deps import context, gateway, settings
+from llmux.server.deps import context, gateway, services, settings
 from llmux.server.openapi import request_body
 from llmux.server.streaming import respond
+from llmux.serving import moderations
 from llmux.serving import openai as serving
 
 router = APIRouter()
@@ -34,6 +40,13 @@ async def completions(request: Request) -> Response:
 async def embeddings(request: Request) -> dict[str, Any]:
     body = await parse_body(request, EmbeddingBody)
     return await serving.embeddings(gateway(request), context(request), body)
+
+
+async def moderate(request: Request) -> dict[str, Any]:
+    body = await parse_body(request, ModerationBody)
+    ctx = context(request)
+    _, moderator = services(request).moderation.settings(ctx.principal)
+    return await moderations.moderate(ctx, moderator, body)
 
 
 async def list_models(request: Request) -> dict[str, Any]:
@@ -63,5 +76,9 @@ for prefix in ("/v1", ""):
         methods=["POST"],
         openapi_extra=request_body(EmbeddingBody),
     )
+    for path in ("/moderations", "/moderation"):  # the second: the path tutorials use
+        router.add_api_route(
+            prefix + path, moderate, methods=["POST"], openapi_extra=request_body(ModerationBody)
+        )
     router.add_api_route(prefix + "/models", list_models, methods=["GET"])
     router.add_api_route(prefix + "/models/{model_id:path}", get_model, methods=["GET"])
