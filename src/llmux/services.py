@@ -30,6 +30,7 @@ from llmux.policies.cache import Cache
 from llmux.policies.cachestore import MemoryCache, RedisCache
 from llmux.policies.moderation import Moderation
 from llmux.policies.redaction import Redaction, ScrubLogs
+from llmux.policies.semantic import Semantic
 from llmux.policies.settings import ModerationSettings
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
@@ -126,7 +127,8 @@ def policies(
 def build_cache(settings: Settings) -> Cache | None:
     """The response cache, when ``[cache]`` turns it on (top level, for a key or a
     model): L1 in this process unless ``memory_bytes = 0``, L2 in Redis with
-    ``redis = true`` (anywhere in the table) and ``[redis] url``."""
+    ``redis = true`` (anywhere in the table) and ``[redis] url``; the semantic index
+    with ``semantic = true`` (anywhere)."""
     s = settings.cache
     if not s.active:
         return None
@@ -142,7 +144,8 @@ def build_cache(settings: Settings) -> Cache | None:
                 "`pip install 'llmux[redis]'`"
             ) from None
     memory = MemoryCache(s.memory_bytes) if s.memory_bytes > 0 else None
-    return Cache(s, memory, redis)
+    semantic = Semantic(s.semantic_entries) if s.semantic_active else None
+    return Cache(s, memory, redis, semantic=semantic)
 
 
 def build_quotas(
@@ -209,7 +212,7 @@ def build_services(settings: Settings) -> Services:
         digest=engine.digest,
     )
     if cache is not None:
-        cache.bind(gateway.served_by)
+        cache.bind(gateway.served_by, gateway.embed)  # embed: the semantic cache's model
     moderation.bind(gateway.chat)  # its judge model, if one is set, asks through the gateway
     log.info("serving models from %s", store.root)
     history = ChatHistory(

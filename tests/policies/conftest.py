@@ -90,7 +90,7 @@ def cached_app(
         policies=policies(config, quotas, cache=cache),
     )
     if cache is not None:
-        cache.bind(gateway.served_by)
+        cache.bind(gateway.served_by, gateway.embed)
     history = ChatHistory(SqlConversations(db), gateway)
     access = access_control(config, db)
     services = Services(gateway, history, db, access, quotas, cache=cache)

@@ -219,3 +219,27 @@ async def test_the_cache_column_on_both_databases(db_url: Any) -> None:
         async with db.engine.begin() as conn:
             await conn.exec_driver_sql("DELETE FROM usage_records")
         await db.aclose()
+
+
+def test_a_semantic_hit_through_the_app_says_so_in_the_header_and_the_ledger(
+    tmp_path: Path,
+) -> None:
+    """The fake backend embeds a text as (its length, 1, 0), so two texts of one length
+    are the same vector: a reworded question of the same length is a semantic hit."""
+    semantic = {"semantic": True, "semantic_model": MODEL}
+    with cached_app(tmp_path, **settings(**semantic)) as app:
+
+        def ask(text: str) -> Any:
+            body = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+            return app.client.post("/api/chat", json={**body, "options": GREEDY, "stream": False})
+
+        first = ask("What is the capital of France?")
+        again = ask("what is the capital of france?")
+        other = ask("What isn't the capital France?")  # as long, but a negation: no hit
+        assert first.headers["x-llmux-cache"] == "miss"
+        assert again.headers["x-llmux-cache"] == "hit-semantic"
+        assert again.json()["message"]["content"] == first.json()["message"]["content"]
+        assert other.headers["x-llmux-cache"] == "miss"
+        assert len(app.backend.calls_of("chat")) == 2
+        rows = [r for r in ledger(tmp_path, 6) if r["kind"] == "chat"]
+    assert [r["cache"] for r in rows] == [None, "semantic", None]

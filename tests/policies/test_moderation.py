@@ -239,3 +239,18 @@ def test_the_judge_sees_redacted_text(tmp_path: Path) -> None:
             and "[PHONE_1]" in question.messages[0].content
         )
         assert generation.messages[0].content == "call [PHONE_1]"
+
+
+def test_the_judges_question_is_not_counted_against_the_callers_limits(tmp_path: Path) -> None:
+    from llmux.config import LimitsSettings
+
+    limits = LimitsSettings(concurrent_requests=1, requests_per_minute=1)
+    with in_process(
+        tmp_path, backend=judge_backend(), quotas=True, limits=limits, **judged()
+    ) as app:
+        app.backend.reply('{"flagged": []}')
+        r = app.client.post(
+            "/api/chat", json={"model": "fake", "messages": user("hi"), "stream": False}
+        )
+        assert r.status_code == 200, r.text  # one request: the judge's took no lease or unit
+        assert r.headers["x-ratelimit-remaining-requests"] == "0"

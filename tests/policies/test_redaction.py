@@ -301,3 +301,10 @@ def test_an_email_the_model_writes_is_masked_from_its_first_character_past_lette
     out = streamed(names, "write to lei2024@example.com or li.lei@mail.example.cn now", step)
     assert "@" not in out and "example" not in out and "2024" not in out
     assert out.endswith(" now") and out.count("[EMAIL_") == 2
+
+
+def test_a_value_the_model_writes_stays_masked_even_when_pseudonymised(tmp_path: Path) -> None:
+    with in_process(tmp_path, **on(action="pseudonymize")) as app:
+        app.backend.reply("yours is [PHONE_1]; ", "mine is 139 0013 8000", ".")
+        r = chat(app, f"my phone {PHONE}")
+        assert r.json()["message"]["content"] == f"yours is {PHONE}; mine is [PHONE_2]."

@@ -46,6 +46,9 @@ class Principal:
 
 
 ANONYMOUS = Principal()
+# the route prefix of calls llmux makes itself on a request's behalf (a moderation judge):
+# their usage is the caller's, but the request's limits were already counted
+INTERNAL = "/internal/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +66,8 @@ class RequestContext:
     principal: Principal = ANONYMOUS
     headers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     cache_control: str = ""
+
+    @property
+    def internal(self) -> bool:
+        """A call llmux makes for a request (its route starts with :data:`INTERNAL`)."""
+        return self.route.startswith(INTERNAL)

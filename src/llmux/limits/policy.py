@@ -122,7 +122,10 @@ class Quotas(PassThrough):
             await self.usage.room()
         book = await self.book.current()
         ticket = Ticket(op, self._record_id(ctx))
-        limits = rules.limits(ctx, op, book, self.settings) if self.limiter else []
+        # a call llmux makes for a request (a judge) counts as usage, not against limits
+        limits = (
+            rules.limits(ctx, op, book, self.settings) if self.limiter and not ctx.internal else []
+        )
         holds = rules.budgets(ctx, book) if self.budgets and self.prices else []
         priced = bool(holds) and self.prices is not None and not self.prices.price(op.model).free
         if any(limit.tally for limit in limits) or priced:

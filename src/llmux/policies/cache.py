@@ -13,10 +13,13 @@ for a hit as for any request. For each chat operation (embeddings pass through):
    the stored chunks: ``hit-l1`` / ``hit-l2``.
 4. **Single flight**: an identical miss already running in this process is waited for,
    then replayed (``hit-l1``); if it fails or is cancelled, the waiter goes on itself.
-5. **Miss**: the backend answers (``miss``); the reply is stored unless the request said
+5. **Semantic** (``semantic = true``; ``semantic.py``): the nearest stored prompt worded
+   like this one's last user message, in the same partition, that passes the negation
+   guard: ``hit-semantic``.
+6. **Miss**: the backend answers (``miss``); the reply is stored unless the request said
    ``no-store``, or it did not end well: an error, a cancellation or disconnect, a
    ``load``/``unload`` reply, a choice without its final chunk, an entry over
-   ``max_entry_bytes``.
+   ``max_entry_bytes``; the semantic index learns where it is.
 
 A replayed final chunk reports its prompt as cached (``cached_tokens = prompt_tokens``)
 and timings of the replay itself; the header tells the outcome meter, which records
@@ -28,7 +31,6 @@ value that cannot be keyed, or a store that fails, is a bypass or a miss, logged
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -41,14 +43,14 @@ from llmux.core.request import ChatRequest
 from llmux.errors import LlmuxError
 from llmux.policies import Handler, Operation, Outcome
 from llmux.policies.cachekey import LARGE_BYTES, KeyMaker, image_bytes
-from llmux.policies.cachestore import Entry, MemoryCache, RedisCache, make_entry
+from llmux.policies.cachestore import Entry, MemoryCache, Recorder, RedisCache, make_entry, replayed
 from llmux.policies.meter import CACHE_HEADER
+from llmux.policies.semantic import Embed, Probe, Semantic
 from llmux.policies.settings import CacheSettings, PerKey
 
 log = logging.getLogger(__name__)
-PIECE_CHARS = 256  # stored content pieces are coalesced up to this length
 SERVED_BY_S = 1.0  # how long what serves a model is remembered
-NOT_STORED = frozenset({"load", "unload"})
+TOP_ONLY = frozenset({"memory_bytes", "keys", "semantic_entries"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,86 +93,10 @@ def reproducible(request: ChatRequest) -> bool:
     return s.temperature == 0 or s.seed is not None
 
 
-class Recorder:
-    """The chunks of a reply as they stream, content pieces coalesced (a run of pieces
-    is joined into one chunk when it ends), and whether it ended as one that may be
-    stored."""
-
-    def __init__(self, choices: int) -> None:
-        self.choices = choices
-        self._chunks: list[ChatChunk] = []
-        self._run: list[ChatChunk] = []
-        self._run_chars = 0
-        self.finals = 0
-        self.storable = True
-
-    def see(self, item: Any) -> None:
-        if not isinstance(item, ChatChunk):
-            self.storable = False
-            return
-        if item.done:
-            self.finals += 1
-            if item.done_reason in NOT_STORED:
-                self.storable = False
-        run = self._run
-        if run and not (self._run_chars < PIECE_CHARS and _joinable(run[-1], item)):
-            self._end_run()
-        run.append(item)
-        self._run_chars += len(item.content) + len(item.thinking)
-
-    def _end_run(self) -> None:
-        run = self._run
-        if len(run) == 1:
-            self._chunks.append(run[0])
-        elif run:
-            self._chunks.append(
-                dataclasses.replace(
-                    run[0],
-                    content="".join(c.content for c in run),
-                    thinking="".join(c.thinking for c in run),
-                    logprobs=tuple(p for c in run for p in c.logprobs),
-                )
-            )
-        run.clear()
-        self._run_chars = 0
-
-    @property
-    def complete(self) -> bool:
-        return self.storable and self.finals == self.choices
-
-    def chunks(self) -> tuple[ChatChunk, ...]:
-        self._end_run()
-        return tuple(self._chunks)
-
-
-def _joinable(a: ChatChunk, b: ChatChunk) -> bool:
-    """Two pieces of the same kind (content or thinking) of one choice, neither final."""
-    if a.done or b.done or a.tool_calls or b.tool_calls or a.index != b.index:
-        return False
-    if a.model != b.model or a.context is not None or b.context is not None:
-        return False
-    return (not a.thinking and not b.thinking) or (not a.content and not b.content)
-
-
-def replayed(entry: Entry, began: float) -> tuple[ChatChunk, ...]:
-    """The stored chunks with each final one's prompt reported as cached and the
-    replay's own time as its timings."""
-    spent = max(1, int((time.perf_counter() - began) * 1e9))
-    out = []
-    for c in entry.chunks:
-        if c.done and c.metrics is not None:
-            m = dataclasses.replace(
-                c.metrics, cached_tokens=c.metrics.prompt_tokens,
-                total_ns=spent, load_ns=0, prompt_eval_ns=0, eval_ns=spent,
-            )  # fmt: skip
-            c = dataclasses.replace(c, metrics=m)
-        out.append(c)
-    return tuple(out)
-
-
 class Cache:
-    """The policy. ``memory`` and ``redis`` are the two levels (either may be None);
-    :meth:`bind` gives it what serves a model (the gateway's ``served_by``)."""
+    """The policy. ``memory`` and ``redis`` are the two levels (either may be None),
+    ``semantic`` the semantic cache's index (None: off); :meth:`bind` gives it what
+    serves a model (the gateway's ``served_by``) and the gateway's ``embed``."""
 
     needs_body = True
 
@@ -180,13 +106,17 @@ class Cache:
         memory: MemoryCache | None = None,
         redis: RedisCache | None = None,
         served_by: Callable[[str], str] | None = None,
+        semantic: Semantic | None = None,
     ) -> None:
         for name, table in settings.keys.items():
-            if {"memory_bytes", "keys"} & set(table):
-                raise LlmuxError(f"[cache.keys.{name}]: memory_bytes and keys are top-level only")
+            if TOP_ONLY & set(table):
+                raise LlmuxError(
+                    f"[cache.keys.{name}]: {', '.join(sorted(TOP_ONLY))} are top-level only"
+                )
         self.settings = PerKey(settings)
         self.memory = memory
         self.redis = redis
+        self.semantic = semantic
         self.keys = KeyMaker()
         self._served_by = served_by
         self._served: dict[str, tuple[float, str]] = {}
@@ -197,11 +127,16 @@ class Cache:
             for table in settings.keys.values()
         ]
         for tables in (settings, *merged):
-            for pattern in tables.models:
-                with_model(tables, pattern)  # a bad model override fails at startup
+            resolved = [tables, *(with_model(tables, p) for p in tables.models)]
+            if any(r.semantic and not r.semantic_model for r in resolved):  # fails at startup
+                raise LlmuxError(
+                    "[cache] semantic = true needs semantic_model (an embedding model)"
+                )
 
-    def bind(self, served_by: Callable[[str], str]) -> None:
+    def bind(self, served_by: Callable[[str], str], embed: Embed | None = None) -> None:
         self._served_by = served_by
+        if embed is not None and self.semantic is not None:
+            self.semantic.bind(embed)
 
     # -- settings and the key -----------------------------------------------------------
 
@@ -278,9 +213,37 @@ class Cache:
             for chunk in replayed(entry, began):
                 yield chunk
             return
+        probe = None
+        if settings.semantic and self.semantic is not None:
+            probe = await self.semantic.probe(
+                ctx, op, self.served(op.model), settings.semantic_model
+            )
+            hit = None if probe is None else await self._similar(probe, settings, control)
+            if hit is not None:
+                ctx.headers[CACHE_HEADER] = "hit-semantic"
+                for chunk in replayed(hit, began):
+                    yield chunk
+                return
         ctx.headers[CACHE_HEADER] = "miss"
         async for item in self._compute(ctx, op, next, key, settings, control):
             yield item
+        if probe is not None and self.semantic is not None and not control.no_store:
+            self.semantic.index.add(probe, key)
+
+    async def _similar(
+        self, probe: Probe, settings: CacheSettings, control: Control
+    ) -> Entry | None:
+        """The stored entry of the nearest prompt the guard lets through; a pointer to a
+        reply no longer stored is forgotten."""
+        if control.no_cache or self.semantic is None:
+            return None
+        near = self.semantic.index.nearest(probe, settings.semantic_threshold)
+        if near is None:
+            return None
+        found = await self._lookup(near[0], settings, control.max_age)
+        if found is None and control.max_age is None:
+            self.semantic.index.drop(probe.partition, near[0])
+        return found[0] if found is not None else None
 
     async def _find(
         self, key: str, settings: CacheSettings, control: Control
@@ -362,6 +325,8 @@ class Cache:
             await self.redis.aclose()
         if self.memory is not None:
             self.memory.clear()
+        if self.semantic is not None:
+            self.semantic.index.clear()
 
 
 def with_model(base: CacheSettings, model: str) -> CacheSettings:
@@ -369,9 +334,10 @@ def with_model(base: CacheSettings, model: str) -> CacheSettings:
     override = base.model_override(model)
     if not override:
         return base
-    if {"memory_bytes", "keys", "models"} & set(override):
+    if {*TOP_ONLY, "models"} & set(override):
         raise LlmuxError(
-            f"[cache] models: memory_bytes, keys and models cannot be set per model ({model})"
+            f"[cache] models: {', '.join(sorted({*TOP_ONLY, 'models'}))} cannot be set per"
+            f" model ({model})"
         )
     try:
         return CacheSettings.model_validate({**base.model_dump(exclude={"keys"}), **override})

@@ -3,15 +3,17 @@ Redis (L2), each entry the reply's core chunks (:class:`Entry`).
 
 An entry is encoded as compact JSON (:func:`encode`, :func:`decode`): a version, the
 time it was made, and the chunks with only their non-default fields. Its encoded length
-is its size, for the LRU's bound and ``max_entry_bytes``. Redis failures never reach
-the caller: a read that fails is a miss, a write that fails is dropped, both are logged
-(at most once a minute, never with a key's content), and after a failure Redis is left
-alone for :data:`PAUSE_S`.
+is its size, for the LRU's bound and ``max_entry_bytes``. :class:`Recorder` makes an
+entry's chunks of a reply as it streams, :func:`replayed` the chunks of a hit. Redis
+failures never reach the caller: a read that fails is a miss, a write that fails is
+dropped, both are logged (at most once a minute, never with a key's content), and after
+a failure Redis is left alone for :data:`PAUSE_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -27,6 +29,8 @@ FORMAT = 1  # the encoding's version: an entry of another version is a miss
 PAUSE_S = 5.0  # after a Redis failure, this long without asking it
 MAX_WRITES = 256  # Redis writes in flight; past that new entries stay in memory only
 TIMEOUT_S = 0.5  # a Redis connect, read or wait for a connection past this is a failure
+PIECE_CHARS = 256  # stored content pieces are coalesced up to this length
+NOT_STORED = frozenset({"load", "unload"})  # replies never stored
 
 _METRICS = tuple(f for f in Metrics.__dataclass_fields__)
 
@@ -109,6 +113,83 @@ def _logprob(p: list[Any]) -> TokenLogprob:
     token, logprob, raw, top = p
     alternatives = tuple((t, v, tuple(b)) for t, v, b in top)
     return TokenLogprob(token, logprob, tuple(raw), alternatives)
+
+
+class Recorder:
+    """The chunks of a reply as they stream, content pieces coalesced (a run of pieces
+    is joined into one chunk when it ends), and whether it ended as one that may be
+    stored."""
+
+    def __init__(self, choices: int) -> None:
+        self.choices = choices
+        self._chunks: list[ChatChunk] = []
+        self._run: list[ChatChunk] = []
+        self._run_chars = 0
+        self.finals = 0
+        self.storable = True
+
+    def see(self, item: Any) -> None:
+        if not isinstance(item, ChatChunk):
+            self.storable = False
+            return
+        if item.done:
+            self.finals += 1
+            if item.done_reason in NOT_STORED:
+                self.storable = False
+        run = self._run
+        if run and not (self._run_chars < PIECE_CHARS and _joinable(run[-1], item)):
+            self._end_run()
+        run.append(item)
+        self._run_chars += len(item.content) + len(item.thinking)
+
+    def _end_run(self) -> None:
+        run = self._run
+        if len(run) == 1:
+            self._chunks.append(run[0])
+        elif run:
+            self._chunks.append(
+                dataclasses.replace(
+                    run[0],
+                    content="".join(c.content for c in run),
+                    thinking="".join(c.thinking for c in run),
+                    logprobs=tuple(p for c in run for p in c.logprobs),
+                )
+            )
+        run.clear()
+        self._run_chars = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.storable and self.finals == self.choices
+
+    def chunks(self) -> tuple[ChatChunk, ...]:
+        self._end_run()
+        return tuple(self._chunks)
+
+
+def _joinable(a: ChatChunk, b: ChatChunk) -> bool:
+    """Two pieces of the same kind (content or thinking) of one choice, neither final."""
+    if a.done or b.done or a.tool_calls or b.tool_calls or a.index != b.index:
+        return False
+    if a.model != b.model or a.context is not None or b.context is not None:
+        return False
+    return (not a.thinking and not b.thinking) or (not a.content and not b.content)
+
+
+def replayed(entry: Entry, began: float) -> tuple[ChatChunk, ...]:
+    """The stored chunks with each final one's prompt reported as cached and the
+    replay's own time as its timings."""
+    spent = max(1, int((time.perf_counter() - began) * 1e9))
+    out = []
+    for c in entry.chunks:
+        if c.done and c.metrics is not None:
+            m = dataclasses.replace(
+                c.metrics, cached_tokens=c.metrics.prompt_tokens,
+                total_ns=spent, load_ns=0, prompt_eval_ns=0, eval_ns=spent,
+            )  # fmt: skip
+            c = dataclasses.replace(c, metrics=m)
+        out.append(c)
+    return tuple(out)
 
 
 class MemoryCache:

@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from llmux.core.chunks import ChatChunk, collect
-from llmux.core.context import RequestContext
+from llmux.core.context import INTERNAL, RequestContext
 from llmux.core.request import ChatRequest, Message, Sampling
 from llmux.errors import LlmuxError, PolicyFailed
 
 log = logging.getLogger(__name__)
 
-JUDGE_ROUTE = "/internal/moderation-judge"
+JUDGE_ROUTE = INTERNAL + "moderation-judge"
 FAILED = (
     "the moderation judge failed, so the request was not served; the server log has the details"
 )
@@ -80,6 +80,8 @@ class Judge:
             if not isinstance(found, list):
                 raise ValueError("`flagged` is not a list")
         except LlmuxError as exc:
+            if exc.status in (402, 429):  # the caller's budget or limits: theirs to see
+                raise
             log.warning("moderation judge %s failed: %s", self.model, exc.message)
             raise PolicyFailed(FAILED) from None
         except Exception as exc:  # noqa: BLE001 - no JSON verdict, or the backend broke

@@ -22,8 +22,8 @@ from llmux.policies import Operation, Outcome, Policy, Usage
 
 log = logging.getLogger(__name__)
 TAIL_BYTES = 64 * 1024  # what the relay meter keeps of a reply: usage comes at its end
-CACHE_HEADER = "x-llmux-cache"  # what the response cache did: hit-l1, hit-l2, miss, bypass
-_HITS = {"hit-l1": "l1", "hit-l2": "l2"}
+CACHE_HEADER = "x-llmux-cache"  # the response cache: hit-l1, hit-l2, hit-semantic, miss, bypass
+_HITS = {"hit-l1": "l1", "hit-l2": "l2", "hit-semantic": "semantic"}
 
 
 class ChunkMeter:

@@ -123,15 +123,20 @@ class Pseudonyms:
     def new(cls, redactor: Redactor) -> Pseudonyms:
         return cls(redactor, {}, {}, {}, [])
 
-    def placeholder(self, found: Found) -> str:
+    def placeholder(self, found: Found, *, prompt: bool = True) -> str:
+        """The value's placeholder. Only a value of the prompt is turned back later
+        (when its type is pseudonymised); one the model wrote itself stays masked."""
         key = (found.kind, found.text)
         got = self.given.get(key)
         if got is None:
             n = self.counts[found.kind] = self.counts.get(found.kind, 0) + 1
             got = self.given[key] = f"[{label(found.kind)}_{n}]"
-            if self.redactor.action(found.kind) == "pseudonymize":
+            if prompt and self.redactor.action(found.kind) == "pseudonymize":
                 self.originals[got] = found.text
         return got
+
+    def _reply_placeholder(self, found: Found) -> str:
+        return self.placeholder(found, prompt=False)
 
     def redact(self, text: str) -> str:
         """A prompt's text: values replaced by placeholders; blocked types noted."""
@@ -150,7 +155,7 @@ class Pseudonyms:
             if found is None:
                 found = self.redactor.find(text)
             if found:
-                text = _replace(text, found, self.placeholder)
+                text = _replace(text, found, self._reply_placeholder)
         return self.restore(text)
 
     def restore(self, text: str) -> str:

@@ -96,6 +96,22 @@ class CacheSettings(_Section):
     max_entry_bytes: int = Field(
         default=2**20, ge=1, description="a reply larger than this (encoded) is not stored"
     )
+    semantic: bool = Field(
+        default=False,
+        description="also answer a request whose last user message is worded like a stored"
+        " one (an embedding's cosine, plus the negation guard)",
+    )
+    semantic_model: str = Field(
+        default="", description="the embedding model the semantic cache asks (through the gateway)"
+    )
+    semantic_threshold: float = Field(
+        default=0.95, gt=0, le=1, description="the least cosine similarity of a semantic hit"
+    )
+    semantic_entries: int = Field(
+        default=10000,
+        ge=1,
+        description="vectors the semantic index keeps in this process (top level only)",
+    )
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="per-model overrides, by name or glob pattern (first match): a partial"
@@ -120,6 +136,11 @@ class CacheSettings(_Section):
     def active(self) -> bool:
         """Whether the cache serves anything: on at the top, for a key, or for a model."""
         return self.enabled or any(t.get("enabled") is True for t in self.overrides())
+
+    @property
+    def semantic_active(self) -> bool:
+        """Whether the semantic cache is on anywhere: at the top, for a key or a model."""
+        return self.semantic or any(t.get("semantic") is True for t in self.overrides())
 
 
 Action = Literal["mask", "block", "pseudonymize", "allow"]
