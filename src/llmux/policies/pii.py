@@ -115,6 +115,9 @@ def luhn_valid(number: str) -> bool:
 
 
 def ip_valid(text: str) -> bool:
+    colons = text.count(":")
+    if colons and colons < 7 and "::" not in text:  # a time (10:31:07), not an address
+        return False
     try:
         ipaddress.ip_address(text)
     except ValueError:
