@@ -4,7 +4,6 @@ afterwards, and the app as ``llmux serve`` builds its chain, around a fake backe
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,27 +27,15 @@ from llmux.services import Services, access_control, build_cache, build_quotas, 
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
 from llmux.upstream.router import UpstreamRouter
+
+# the Redis fixture the limits tests use (skips, or fails in CI, where none runs)
+from tests.limits.conftest import REDIS_URL, redis_url  # noqa: F401
 from tests.support.fakes import FakeBackend
 from tests.support.inprocess import BASE
 
-REDIS_URL = os.environ.get("LLMUX_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except (redis.RedisError, OSError) as exc:
-        if os.environ.get("LLMUX_TEST_REQUIRE_REDIS") == "1":
-            raise
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    return REDIS_URL
-
 
 @pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
+def prefix(redis_url: str) -> Iterator[str]:  # noqa: F811 - the fixture, by name
     """A key prefix of this test's own; its keys are deleted afterwards."""
     import redis
 
