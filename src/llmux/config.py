@@ -30,8 +30,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from llmux.audit.settings import AuditSettings
 from llmux.core.durations import parse_setting_duration
 from llmux.errors import LlmuxError
+from llmux.observability.settings import MetricsSettings, TracingSettings
 from llmux.policies.settings import CacheSettings, ModerationSettings, RedactionSettings
 from llmux.upstream.settings import GatewaySettings, UpstreamSettings
 
@@ -78,9 +80,9 @@ class ServerSettings(Section):
         " believed; empty: the peer address is the client",
     )
     log_level: str = "info"
-    access_log: bool = Field(
-        default=False, description="one log line per model operation (llmux.access logger)"
-    )
+    log_format: Literal["text", "json"] = Field(default="text", description="text or JSON lines")
+    log_bodies: bool = Field(default=False, description="debug: log prompts, replies (redacted)")
+    access_log: bool = Field(default=True, description="one log line per request (metadata)")
     reasoning_fields: list[ReasoningField] = Field(
         default_factory=lambda: list[ReasoningField](["reasoning_content"]),
         description="OpenAI-API field name(s) for the thinking trace: DeepSeek's and/or Ollama's",
@@ -397,14 +399,6 @@ class RedisSettings(Section):
     )
 
 
-class AuditSettings(Section):
-    """The audit trail (filled by the observability work)."""
-
-
-class MetricsSettings(Section):
-    """Prometheus metrics (filled by the observability work)."""
-
-
 class BatchSettings(Section):
     """The Batch API (filled by the batch work)."""
 
@@ -506,6 +500,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
 
     @model_validator(mode="before")

@@ -150,6 +150,7 @@ class PayloadTooLarge(LlmuxError):
 class RateLimited(LlmuxError):
     status = 429
     code = "rate_limited"
+    reason = "rate_limit"  # or "concurrency": what the metrics count the refusal as
 
 
 class ServerBusy(LlmuxError):

@@ -39,7 +39,7 @@ from llmux.models.create import CreateSpec
 from llmux.models.manager import ModelManager
 from llmux.models.progress import Progress
 from llmux.policies import Handler, Operation, Policy, compose
-from llmux.policies.meter import ChunkMeter, Meter, RelayMeter, observed
+from llmux.policies.meter import ChunkMeter, Meter, RelayMeter, observed, timed_first
 from llmux.upstream import listing
 from llmux.upstream.pool import LocalMember, Pool, Target
 from llmux.upstream.router import UpstreamRouter
@@ -153,6 +153,10 @@ class Gateway:
         members = sorted(f"{m.name}={remote}" for m, remote in route.targets)
         return "|".join([route.kind, local, *members])
 
+    def serves(self, name: str) -> bool:
+        """Whether a backend serves a resolved name (an upstream, or an installed model)."""
+        return self.route(name).upstream or self.local.has(name)
+
     def require_model(self, model: str) -> str:
         """The resolved name, or ModelNotFound when no backend serves it."""
         route = self.route(model)
@@ -168,12 +172,14 @@ class Gateway:
         """One chat/generate/completion operation; ``more`` are further prompts of the
         same completions request (their chunks' ``index`` continues after the first's)."""
         route = self.allowed(ctx, request.model)
+        ctx.facts["model"] = request.model  # as asked for (the audit trail)
         requests = tuple(dataclasses.replace(r, model=route.name) for r in (request, *more))
         op = Operation("chat", route.name, stream=stream, backend=route.kind, requests=requests)
         return self._run(ctx, op, ChunkMeter(request.n))
 
     async def embed(self, ctx: RequestContext, request: EmbedRequest) -> EmbedResult:
         route = self.allowed(ctx, request.model)
+        ctx.facts["model"] = request.model
         request = dataclasses.replace(request, model=route.name)
         op = Operation("embed", route.name, backend=route.kind, embed=request)
         result: EmbedResult | None = None
@@ -204,7 +210,7 @@ class Gateway:
         )  # fmt: skip
 
         def handler(ctx: RequestContext, op: Operation) -> AsyncIterator[Any]:
-            return source
+            return timed_first(ctx, source)
 
         return self._run(ctx, op, RelayMeter(), compose(self.policies, handler))
 
@@ -217,6 +223,9 @@ class Gateway:
         return observed(ctx, op, items, self.policies, meter)
 
     def _backend(self, ctx: RequestContext, op: Operation) -> AsyncIterator[Any]:
+        return timed_first(ctx, self._backend_call(ctx, op))
+
+    def _backend_call(self, ctx: RequestContext, op: Operation) -> AsyncIterator[Any]:
         backend = self.route(op.model).backend
         if op.kind == "embed":
             assert op.embed is not None

@@ -3,11 +3,16 @@ lifespan owns (or a test hands in, with fakes)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from llmux import __version__
+from llmux.audit.trail import AuditTrail, build_audit
 from llmux.auth.control import AccessControl
+from llmux.auth.scopes import INFERENCE, routes_with
 from llmux.auth.secrets import Keyring, load_master
 from llmux.auth.tokens import ExternalIssuer
 from llmux.config import AuthSettings, Settings
@@ -24,12 +29,15 @@ from llmux.limits.usage import UsageLog
 from llmux.models.bundled import ensure_bundled
 from llmux.models.manager import ModelManager
 from llmux.models.store import ModelStore
+from llmux.observability.metrics import Metrics, ModelLabels
+from llmux.observability.recorder import RequestMetrics
 from llmux.policies import Policy
-from llmux.policies.access_log import AccessLog
+from llmux.policies.access_log import AccessLog, BodyLog
 from llmux.policies.cache import Cache
 from llmux.policies.cachestore import MemoryCache, RedisCache
 from llmux.policies.moderation import Moderation
 from llmux.policies.redaction import Redaction, ScrubLogs
+from llmux.policies.redactor import Redactor
 from llmux.policies.semantic import Semantic
 from llmux.policies.settings import ModerationSettings
 from llmux.storage.conversations import SqlConversations
@@ -37,6 +45,9 @@ from llmux.storage.database import Database, database_url
 from llmux.storage.principals import SqlPrincipals
 from llmux.storage.usage import SqlUsage
 from llmux.upstream.router import UpstreamRouter
+
+if TYPE_CHECKING:
+    from llmux.observability.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +63,9 @@ class Services:
     cache: Cache | None = None
     moderation: Moderation = field(default_factory=lambda: Moderation(ModerationSettings()))
     log_filter: ScrubLogs | None = None  # masks personal data in log lines, while served
+    metrics: Metrics | None = None  # GET /metrics reads its registry
+    tracing: Tracing | None = None  # its spans are flushed at shutdown
+    audit: AuditTrail | None = None  # the audit trail's spool and drainer
 
     @property
     def access(self) -> AccessControl:
@@ -73,6 +87,8 @@ class Services:
                 handler.addFilter(self.log_filter)
         if self.database is not None:
             await self.database.open()  # migrates the schema to the newest version
+        if self.audit is not None:
+            await self.audit.start()  # the chain continues from the spool or the table
         if self.usage is not None:
             self.usage.start()
         if self.quotas is not None:
@@ -92,6 +108,10 @@ class Services:
                     await self.quotas.limiter.aclose()
             if self.cache is not None:
                 await self.cache.aclose()  # finishes its Redis writes
+            if self.audit is not None:
+                await self.audit.aclose()  # the last fsync, the spool drained
+            if self.tracing is not None:
+                await asyncio.to_thread(self.tracing.close)  # exports the buffered spans
         finally:
             if self.database is not None:
                 await self.database.aclose()
@@ -106,13 +126,25 @@ def policies(
     moderation: Moderation | None = None,
     redaction: Redaction | None = None,
     cache: Cache | None = None,
+    metrics: RequestMetrics | None = None,
+    tracing: Tracing | None = None,
+    bodies: BodyLog | None = None,
+    audit: AuditTrail | None = None,
 ) -> list[Policy]:
-    """The configured policy chain, outermost first: the access log sees refusals too;
+    """The configured policy chain, outermost first: metrics (their ``finished`` runs
+    last and reads what the others learned), the audit trail and the access log see
+    refusals too;
     moderation sees the caller's text, redaction turns it into what backends may see
     (docs/guardrails.md)."""
-    chain: list[Policy] = []
+    chain: list[Policy] = [metrics] if metrics is not None else []
+    if audit is not None:  # next: it sees every refusal; it never refuses but to fail closed
+        chain.append(audit.policy)
     if settings.server.access_log:
         chain.append(AccessLog())
+    if tracing is not None:  # [tracing] enabled; absent (not imported) otherwise
+        chain.append(tracing)
+    if bodies is not None:  # [server] log_bodies: the caller's text and the final reply
+        chain.append(bodies)
     if quotas is not None:
         chain.append(quotas)
     if moderation is not None and moderation.any_enabled:
@@ -203,14 +235,22 @@ def build_services(settings: Settings) -> Services:
     quotas = build_quotas(settings, db, engine)
     moderation, redaction = guardrails(settings)
     cache = build_cache(settings)
+    recorder = build_metrics(settings)
+    tracing, bodies = build_tracing(settings), body_log(settings, redaction)
+    keyring = Keyring(load_master(settings.auth.secret, settings.home_dir))
+    audit = build_audit(settings, db, keyring)
     gateway = Gateway(
         engine,
         manager=ModelManager(store, settings.store),
         upstreams=UpstreamRouter(settings.upstreams),
         aliases=settings.gateway.aliases,
-        policies=policies(settings, quotas, moderation, redaction, cache),
+        policies=policies(
+            settings, quotas, moderation, redaction, cache, recorder, tracing, bodies, audit
+        ),
         digest=engine.digest,
     )
+    if recorder is not None:
+        recorder.watch(gateway, engine, quotas.usage, audit)
     if cache is not None:
         cache.bind(gateway.served_by, gateway.embed)  # embed: the semantic cache's model
     moderation.bind(gateway.chat)  # its judge model, if one is set, asks through the gateway
@@ -220,12 +260,60 @@ def build_services(settings: Settings) -> Services:
         scrub=redaction.scrubber if redaction.any_enabled else None,
     )  # fmt: skip
     access = access_control(settings, db)
-    base = redaction.base
     return Services(
         gateway=gateway, history=history, database=db, access_control=access, quotas=quotas,
         reconcile_s=settings.usage.reconcile_s, moderation=moderation, cache=cache,
-        log_filter=ScrubLogs(base) if base.enabled and base.settings.logs else None,
+        log_filter=log_scrubber(settings, redaction),
+        metrics=recorder.m if recorder is not None else None, tracing=tracing, audit=audit,
     )  # fmt: skip
+
+
+def build_metrics(settings: Settings) -> RequestMetrics | None:
+    """The metrics registry and the gateway's metrics policy, unless ``[metrics]
+    enabled = false``; :meth:`RequestMetrics.watch` connects them to the parts."""
+    s = settings.metrics
+    if not s.enabled:
+        return None
+    metrics = Metrics(__version__, s.max_models)
+    return RequestMetrics(
+        metrics, ModelLabels(lambda _: False, s.max_models), routes_with(INFERENCE)
+    )
+
+
+def build_tracing(settings: Settings) -> Tracing | None:
+    """The tracing policy when ``[tracing] enabled`` (OpenTelemetry is imported only
+    then); a LlmuxError naming the extra when it is not installed."""
+    if not settings.tracing.enabled:
+        return None
+    try:
+        from llmux.observability.tracing import build
+    except ImportError as exc:
+        raise LlmuxError(
+            f"[tracing] enabled = true but OpenTelemetry is not installed ({exc.name} is "
+            "missing); install it with `pip install 'llmux[otel]'`"
+        ) from None
+    host, port = settings.bind
+    return build(settings.tracing, host, port)
+
+
+def log_scrubber(settings: Settings, redaction: Redaction) -> ScrubLogs | None:
+    """The log filter that masks personal data: on with ``[redaction]`` (unless its
+    ``logs = false``), and always while ``[server] log_bodies`` puts texts in the log."""
+    base = redaction.base
+    if base.enabled and base.settings.logs:
+        return ScrubLogs(base)
+    if settings.server.log_bodies:
+        return ScrubLogs(Redactor(settings.redaction.model_copy(update={"enabled": True})))
+    return None
+
+
+def body_log(settings: Settings, redaction: Redaction) -> BodyLog | None:
+    """Prompts and replies in the log, scrubbed, while ``[server] log_bodies`` is on."""
+    if not settings.server.log_bodies:
+        return None
+    scrubber = log_scrubber(settings, redaction)
+    assert scrubber is not None  # always one with log_bodies
+    return BodyLog(scrubber.redactor.scrub)
 
 
 def guardrails(settings: Settings) -> tuple[Moderation, Redaction]:

@@ -1,6 +1,6 @@
 """Placeholders round trip through a real upstream, and a real judge model: a front
 llmux pseudonymises the prompt, a second llmux process (the real engine and the bundled model, logging its
-prompts at debug level) sees only placeholders, and the client gets its own values
+prompts: [server] log_bodies) sees only placeholders, and the client gets its own values
 back. The reply's placeholder is forced by a JSON schema, so no test depends on how the
 model words its reply."""
 
@@ -30,7 +30,8 @@ SCHEMA = {
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
     upstream = start_server(
-        tmp_path_factory.mktemp("pii-up"), extra_env={"LLMUX_SERVER__LOG_LEVEL": "debug"}
+        tmp_path_factory.mktemp("pii-up"),
+        extra_env={"LLMUX_SERVER__LOG_LEVEL": "debug", "LLMUX_SERVER__LOG_BODIES": "true"},
     )
     home = tmp_path_factory.mktemp("pii-front")
     config = home / "llmux.toml"
@@ -83,8 +84,8 @@ def test_the_upstream_sees_placeholders_and_the_client_its_values(
     seen = upstream.log.read_text()
     assert "prompt" in seen and "[PHONE_1]" in seen and "[EMAIL_1]" in seen
     assert PHONE not in seen and EMAIL not in seen
-    # the front's own log lines are scrubbed: the usage write of a request for a model
-    # named like the value is logged (at debug level) masked
+    # the front's own log lines are scrubbed: the request line of a request for a model
+    # named like the value is logged masked
     with pytest.raises(Exception, match="not found"):
         client.chat.completions.create(model=f"x{PHONE}", messages=messages)
     deadline = time.monotonic() + 10

@@ -13,7 +13,9 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from llmux.audit.trail import AuditTrail, build_audit
 from llmux.auth.control import AccessControl
+from llmux.auth.secrets import Keyring, load_master
 from llmux.config import Settings, StoreSettings
 from llmux.core.context import RequestContext
 from llmux.gateway import Gateway
@@ -23,8 +25,18 @@ from llmux.limits.policy import Quotas
 from llmux.models.manager import ModelManager
 from llmux.models.store import ModelStore
 from llmux.policies import Handler, Operation, Outcome, PassThrough, Policy
+from llmux.policies.access_log import AccessLog
 from llmux.server.app import create_app
-from llmux.services import Services, access_control, build_quotas, guardrails
+from llmux.services import (
+    Services,
+    access_control,
+    body_log,
+    build_metrics,
+    build_quotas,
+    build_tracing,
+    guardrails,
+    log_scrubber,
+)
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
 from llmux.upstream.router import UpstreamRouter
@@ -67,6 +79,7 @@ class App:
     settings: Settings
     access: AccessControl
     quotas: Quotas | None = None
+    audit: AuditTrail | None = None
 
 
 @contextmanager
@@ -79,11 +92,17 @@ def in_process(
     gateway_cls: type[Gateway] = Gateway,
     quotas: bool = False,
     counter: Counter | None = None,
+    observe: bool = False,
+    audit: bool | dict[str, Any] = False,
     **settings: Any,
 ) -> Iterator[App]:
     """``quotas``: the quota policy as ``llmux serve`` builds it (limits, budgets, usage
     records in the test's SQLite; counters in process, or in Redis with ``redis=...``);
-    ``counter`` counts prompts exactly for a backend named ``local``."""
+    ``counter`` counts prompts exactly for a backend named ``local``; ``audit``: the
+    audit trail as ``llmux serve`` builds it (its spool in the test's home), a table: with
+    those ``[audit]`` settings."""
+    if isinstance(audit, dict):
+        settings["audit"] = audit
     backend = backend or FakeBackend()
     config = Settings(home=tmp_path, upstreams=list(upstreams), **settings)
     db = Database(database_url(None, tmp_path))
@@ -91,7 +110,14 @@ def in_process(
     if quota is not None:
         quota.counter = counter
     moderation, redaction = guardrails(config)
-    chain = [*policies, quota] if quota is not None else list(policies)
+    recorder = build_metrics(config) if observe else None
+    tracing, bodies = build_tracing(config), body_log(config, redaction)
+    own: list[Policy] = [AccessLog()] if config.server.access_log else []
+    own += [p for p in (tracing, bodies) if p is not None]  # as services.policies()
+    chain = [*policies, *own, quota] if quota is not None else [*policies, *own]
+    trail = build_audit(config, db, Keyring(load_master(None, tmp_path))) if audit else None
+    chain = [trail.policy, *chain] if trail is not None else chain  # as services.policies()
+    chain = [recorder, *chain] if recorder is not None else chain  # outermost, as in serve
     chain += [p for p in (moderation, redaction) if p.any_enabled]  # as services.policies()
     gateway = gateway_cls(
         backend,
@@ -101,12 +127,18 @@ def in_process(
         policies=chain,
     )
     moderation.bind(gateway.chat)
+    if recorder is not None:
+        recorder.watch(gateway, usage=quota.usage if quota is not None else None)
     access = access_control(config, db)
     history = ChatHistory(
         SqlConversations(db), gateway, admins_see_all=config.auth.admins_see_all,
         scrub=redaction.scrubber if redaction.any_enabled else None,
     )  # fmt: skip
-    services = Services(gateway, history, db, access, quota, moderation=moderation)
+    services = Services(
+        gateway, history, db, access, quota, moderation=moderation,
+        log_filter=log_scrubber(config, redaction), tracing=tracing, audit=trail,
+    )  # fmt: skip
+    services.metrics = recorder.m if recorder is not None else None
     app = create_app(config, services)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
-        yield App(client, backend, gateway, config, access, quota)
+        yield App(client, backend, gateway, config, access, quota, trail)

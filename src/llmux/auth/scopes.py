@@ -59,6 +59,8 @@ _BY_PATH: dict[str, str] = {
          "/api/conversations/{conversation_id}/export"),
         CONVERSATIONS,
     ),
+    "/metrics": METRICS,  # or the [metrics] token (server/access.py)
+    "/v1/audit": ADMIN,  # the audit trail under the tutorials' name (/admin/audit)
     # a caller's own identity and keys
     **dict.fromkeys(
         ("/auth/me", "/auth/logout", "/api/keys", "/api/keys/{key_id}", "/api/usage"), ANY
@@ -70,6 +72,11 @@ def route_scope(path_template: str) -> str:
     """The scope a route (by its path template) requires; ``/admin/*`` and anything
     not listed require ``admin``."""
     return _BY_PATH.get(path_template, ADMIN)
+
+
+def routes_with(scope: str) -> frozenset[str]:
+    """The route templates that require ``scope``."""
+    return frozenset(path for path, required in _BY_PATH.items() if required == scope)
 
 
 def listed(path_template: str) -> bool:

@@ -6,8 +6,9 @@
   not let anyone test guesses). Hashes are compared in constant time.
 * **The keyring** derives independent keys from the one server secret
   (``[auth] secret``, else ``$LLMUX_HOME/auth-secret``, made on first start): for key
-  hashes, for signing llmux's own tokens, for sealing OAuth2 client secrets and for UI
-  sessions. Replicas must share the secret.
+  hashes, for signing llmux's own tokens, for sealing OAuth2 client secrets, for UI
+  sessions and for the audit trail's prompt and response hashes. Replicas must share
+  the secret.
 * **Client secrets** are stored twice: as a keyed hash (checked on ``/oauth2/token``)
   and sealed with AES-GCM (needed to verify the HS256 tokens a client signs with it).
 * **Passwords** are hashed with argon2id (argon2-cffi); hashing is slow on purpose, so
@@ -84,6 +85,7 @@ class Keyring:
         self._hashing = self._derive(master, b"llmux api-key hash")
         self.signing = self._derive(master, b"llmux token signing")
         self.sessions = self._derive(master, b"llmux ui sessions")
+        self.audit = self._derive(master, b"llmux audit hashes")  # prompt/response HMACs
         self._sealing = AESGCM(self._derive(master, b"llmux client-secret sealing"))
 
     @staticmethod

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from llmux import __version__
-from llmux.cli import access, conversations, models, quotas
+from llmux.cli import access, audit, conversations, models, quotas
 from llmux.cli.common import (
     ConfigOpt,
     OptionOpt,
@@ -63,8 +63,11 @@ def serve(
     overrides = {"log_level": log_level, "tls_cert": tls_cert, "tls_key": tls_key}
     server_overrides = {k: v for k, v in overrides.items() if v}
     configured = _bound(settings(config, server=server_overrides or None), host, port)
-    logs.install()
-    logging.basicConfig(level=configured.server.log_level.upper(), format=logs.LOG_FORMAT)
+    s = configured.server
+    try:  # one stderr handler, text or JSON; uvicorn's records go through it too
+        logs.configure(s.log_level, s.log_format, bodies=s.log_bodies)
+    except ValueError as exc:
+        fail(str(exc))
     try:
         auth_enabled(configured)  # refuses an unsafe bind before anything else
         asyncio.run(preflight(database_url(configured.storage.database_url, configured.home_dir)))
@@ -104,6 +107,8 @@ def _run(app: FastAPI, configured: Settings) -> None:
             host=bind_host,
             port=bind_port,
             log_level=tls.log_level.lower(),
+            log_config=None,  # keep the handler logs.configure set up (format, filters)
+            access_log=False,  # the request log (llmux.access, llmux.http) replaces it
             timeout_graceful_shutdown=10,
             ssl_certfile=str(tls.tls_cert) if tls.tls_cert else None,
             ssl_keyfile=str(tls.tls_key) if tls.tls_key else None,
@@ -116,7 +121,11 @@ def _run(app: FastAPI, configured: Settings) -> None:
     if server.config.ssl is not None:
         server.config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
     scheme = "https" if server.config.ssl is not None else "http"
-    err.print(f"llmux {__version__} listening on {scheme}://{bind_host}:{bind_port}")
+    listening = f"llmux {__version__} listening on {scheme}://{bind_host}:{bind_port}"
+    if tls.log_format == "json":  # every stderr line is a JSON object then
+        logging.getLogger("llmux").info(listening)
+    else:
+        err.print(listening)
     server.run()
     if not server.started:  # the port was taken, say (uvicorn logged why)
         raise typer.Exit(3)
@@ -211,6 +220,7 @@ models.register(app)
 app.add_typer(conversations.app, name="conversations")
 access.register(app)
 quotas.register(app)
+audit.register(app)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Api = Literal["ollama", "openai", "deepseek"]
 PrincipalKind = Literal["anonymous", "user", "key", "client", "token"]
@@ -57,7 +57,16 @@ class RequestContext:
     came in on, the client's address and the principal. ``headers`` are response
     headers that policies add (the rate-limit headers); the identity layer sends them
     with the response's start. ``cache_control`` is the request's ``Cache-Control``
-    header (the response cache reads it), empty when it sent none."""
+    header (the response cache reads it), empty when it sent none.
+
+    ``facts`` are what the layers and policies learned about the request, for the
+    metrics, the audit trail and the request log to read at its end: ``body`` (the
+    request body as read, bytes), ``redactions`` (entity type -> count), ``moderation``
+    (the verdict), ``refused`` (why quotas refused it), ``backend_ttft_s`` (the
+    backend's own time to its first item), ``upstream`` (the member that answered),
+    ``traceparent`` (the request's W3C trace context header), ``logged`` (the access log
+    wrote the request's line).
+    ``started`` is when the identity layer made the context (``time.perf_counter()``)."""
 
     api: Api
     route: str = ""
@@ -66,6 +75,8 @@ class RequestContext:
     principal: Principal = ANONYMOUS
     headers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     cache_control: str = ""
+    facts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    started: float = field(default_factory=time.perf_counter, compare=False, repr=False)
 
     @property
     def internal(self) -> bool:

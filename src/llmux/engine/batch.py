@@ -45,6 +45,7 @@ from llmux.engine.jsonclose import closing_suffix
 from llmux.engine.sampling import build_sampler, token_logprob
 from llmux.engine.textstream import StopMatcher, Utf8Stream
 from llmux.errors import BackendError, InvalidRequest, LlmuxError, Timeout
+from llmux.observability.stats import LoopStats
 
 log = logging.getLogger(__name__)
 UNLIMITED_RESERVE = 1024  # tokens kept free for an answer of unlimited length
@@ -128,6 +129,7 @@ class BatchLoop:
         self.ctx = ctx
         self.n_ctx = n_ctx  # per slot
         self.slots = [Slot(i) for i in range(n_slots)]
+        self.stats = LoopStats()  # read by the metrics registry when it is scraped
         self._mem = llama_cpp.llama_get_memory(ctx.ctx)
         self._can_shift = bool(llama_cpp.llama_memory_can_shift(self._mem))
         self._batch = llama_cpp.llama_batch_init(BATCH_TOKENS, 0, 1)
@@ -154,6 +156,11 @@ class BatchLoop:
     @property
     def running(self) -> int:
         return sum(1 for s in self.slots if s.running is not None)
+
+    @property
+    def kv_used(self) -> int:
+        """KV cells holding tokens, over every slot (of ``n_ctx`` x slots)."""
+        return sum(len(s.tokens) for s in self.slots)
 
     def close(self) -> None:
         """Stop the loop (running and waiting requests get an error), then free the
@@ -228,7 +235,10 @@ class BatchLoop:
                 self._finish(slot, "stop")
             elif seq.job.deadline is not None and now > seq.job.deadline:
                 self._fail(slot, Timeout("the request ran past its deadline (request_timeout)"))
-        for entries in self._plan():
+        calls = self._plan()
+        if calls:
+            self.stats.step(self.running, len(self.slots))
+        for entries in calls:
             self._decode(entries)
 
     # -- admission ---------------------------------------------------------------------
@@ -269,6 +279,8 @@ class BatchLoop:
             evaluated=cached,
             stops=StopMatcher(s.stop),
         )
+        self.stats.prompt_tokens += len(prompt)
+        self.stats.cached_tokens += cached
         if s.num_predict == 0:
             self._finish(slot, "length")
 
@@ -378,6 +390,7 @@ class BatchLoop:
                     entry.index = n
                 n += 1
         batch.n_tokens = n
+        self.stats.batch.observe(len(entries))
         rc = llama_cpp.llama_decode(self.ctx.ctx, batch)
         if rc != 0:
             error = BackendError(f"llama_decode failed with status {rc}")
@@ -414,6 +427,7 @@ class BatchLoop:
                 token_logprob(self.model, self.ctx, index, token, seq.job.top_logprobs)
             )
         seq.produced.append(token)
+        self.stats.generated_tokens += 1
         text = seq.stops.feed(seq.utf8.feed(self.model.detokenize([token])))
         if text:
             seq.request.emit(TextEvent(text, tuple(seq.pending)))

@@ -25,7 +25,7 @@ from llmux.core.models import LoadedInfo, ModelCard, ModelInfo
 from llmux.core.names import ModelName
 from llmux.core.postprocess import shape
 from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions, Sampling
-from llmux.engine.batch import MAX_SLOTS
+from llmux.engine.batch import MAX_SLOTS, BatchLoop
 from llmux.engine.jobs import (
     NEUTRAL,
     OLLAMA_DEFAULTS,
@@ -42,8 +42,11 @@ from llmux.errors import CapabilityNotSupported, InvalidRequest, ServerBusy
 from llmux.models.capabilities import capabilities
 from llmux.models.card import model_card
 from llmux.models.store import ModelRecord, ModelStore
+from llmux.observability.logs import BODIES
+from llmux.observability.stats import EngineStats
 
 log = logging.getLogger(__name__)
+bodies = logging.getLogger(BODIES + ".engine")  # rendered prompts, with log_bodies
 PROMPT_LOG_CHARS = 4000  # what a debug log line shows of a rendered prompt (its end)
 
 REAP_INTERVAL_S = 0.25
@@ -64,6 +67,7 @@ class LocalEngine:
         self.prompts = PromptBuilder(store)
         self._pending: dict[str, int] = {}  # requests in flight per model, running or queued
         self._reaper: asyncio.Task[None] | None = None
+        self.stats = EngineStats()  # loads and evictions, for the metrics registry
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -202,6 +206,7 @@ class LocalEngine:
                 await model.close()
                 raise
             self._loaded[name] = model
+            self.stats.loaded(name, load_ns / 1e9)
             log.info(
                 "loaded %s (num_ctx=%d, threads=%d) in %.2fs",
                 name,
@@ -225,6 +230,7 @@ class LocalEngine:
                 return
             victim = min(idle, key=lambda m: m.last_used)
             log.info("unloading %s to make room", victim.name)
+            self.stats.evicted(victim.name)
             await self._unload(victim.name)
 
     async def _unload(self, name: str) -> None:
@@ -263,6 +269,16 @@ class LocalEngine:
             for m in sorted(self._loaded.values(), key=lambda m: -m.last_used)
         ]
 
+    def schedulers(self) -> list[tuple[str, BatchLoop, int]]:
+        """Each loaded model's scheduler and its requests admitted but not running
+        (queued, or waiting for the model to load), for the metrics registry."""
+        out = []
+        for name, model in list(self._loaded.items()):
+            batch = model.batch
+            if batch is not None:
+                out.append((name, batch, max(0, self._pending.get(name, 0) - batch.running)))
+        return out
+
     # -- admission -------------------------------------------------------------------
     def _admit(self, record: ModelRecord, load: LoadOptions) -> str:
         """Count a request against its model: past the model's slots plus ``max_queue``
@@ -289,8 +305,8 @@ class LocalEngine:
         record = self.record(request.model)
         self.check(record, request)
         prompt = await asyncio.to_thread(self.prompts.build, record, request)  # templates
-        if log.isEnabledFor(logging.DEBUG):  # as Ollama's debug log does; redaction masks it
-            log.debug("%s: prompt %s", record.name.display, prompt.text[-PROMPT_LOG_CHARS:])
+        if bodies.isEnabledFor(logging.DEBUG):  # only with [server] log_bodies; scrubbed
+            bodies.debug("%s: prompt %s", record.name.display, prompt.text[-PROMPT_LOG_CHARS:])
         job = Job(
             prompt=prompt.text,
             sampling=resolve_sampling(

@@ -29,6 +29,7 @@ from llama_cpp._internals import LlamaContext, LlamaModel
 from llmux.engine.batch import BATCH_TOKENS, PREFIX_CHUNK, BatchLoop, Request
 from llmux.engine.jobs import Event, Job, LoadParams, TextEvent
 from llmux.errors import BackendError, InvalidRequest, LlmuxError
+from llmux.observability.logs import plain_stderr
 
 log = logging.getLogger(__name__)
 
@@ -290,9 +291,11 @@ def gpu_fraction(n_gpu_layers: int, n_layer: int, *, supported: bool) -> float:
 
 
 def quiet_llama_cpp() -> None:
-    """llama.cpp's own log lines go to stderr unless llmux runs at debug level."""
+    """llama.cpp's own log lines go to stderr unless llmux runs at debug level (and
+    writes text: they would break JSON logs, one object per line)."""
     ours = logging.getLogger("llmux")
-    level = logging.DEBUG if ours.getEffectiveLevel() <= logging.DEBUG else logging.ERROR
+    debug = ours.getEffectiveLevel() <= logging.DEBUG and plain_stderr()
+    level = logging.DEBUG if debug else logging.ERROR
     logging.getLogger("llama-cpp-python").setLevel(level)
 
 

@@ -137,11 +137,17 @@ class Quotas(PassThrough):
             ticket.limits = limits
             ctx.headers.update(headers(limits, decision))
             if not decision.allowed:
-                raise refusal(limits, decision)
+                refused = refusal(limits, decision)
+                ctx.facts["refused"] = refused.reason
+                raise refused
         if priced and ticket.estimate is not None and self.prices is not None:
             most = self.prices.most(op.model, ticket.estimate.prompt, ticket.estimate.output)
             ticket.holds = [Hold(b, counter_key(b), most, b.amount_micros) for b in holds]
-            await self._hold(ticket, book)
+            try:
+                await self._hold(ticket, book)
+            except PaymentRequired:
+                ctx.facts["refused"] = "budget"
+                raise
         if ticket.leases or ticket.holds:
             self._keep_renewing()
         return ticket
@@ -287,6 +293,8 @@ class Quotas(PassThrough):
             del self._open[id(ctx)]
         usage = charge(op, outcome, ticket.estimate)
         cost = self.prices.cost(op.model, billed(usage, outcome)) if self.prices else 0
+        if cost and self.prices is not None:
+            ctx.facts["cost"] = (cost, self.prices.currency)  # micro-units, for the metrics
         if ticket.limiter is not None:
             self._settle(ticket, usage)
         if self.usage is not None:
@@ -469,7 +477,7 @@ def refusal(limits: list[Limit], decision: Decision) -> RateLimited:
         lim for i, lim in enumerate(limits) if decision.remaining[i] < max(1, lim.cost)
     ] or limits
     what = ", ".join(rules.describe(lim) for lim in which)
-    return RateLimited(
+    error = RateLimited(
         f"rate limit reached ({what}); retry after {math.ceil(wait * 10) / 10:.1f} s",
         retry_after=wait,
         headers={
@@ -477,3 +485,5 @@ def refusal(limits: list[Limit], decision: Decision) -> RateLimited:
             **headers(limits, decision),
         },
     )
+    error.reason = "concurrency" if all(lim.kind == "lease" for lim in which) else "rate_limit"
+    return error

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
 
+from llmux.core.chunks import Metrics
 from llmux.core.context import RequestContext
 from llmux.core.request import ChatRequest, EmbedRequest
 from llmux.errors import LlmuxError
@@ -71,6 +72,8 @@ class Outcome:
     pieces: int = 0  # content pieces streamed (what a cancelled stream had generated)
     served: str = ""  # the model that answered, as the backend named it
     cache: str | None = None  # "l1" / "l2": the response cache answered (policies/cache.py)
+    started: float = 0.0  # time.perf_counter() when the operation began
+    metrics: Metrics | None = None  # the last final chunk's timings (the engine's phases)
 
     @property
     def ok(self) -> bool:

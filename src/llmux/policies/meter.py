@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from llmux.core.chunks import ChatChunk, EmbedResult
+from llmux.core.chunks import ChatChunk, EmbedResult, Metrics
 from llmux.core.context import RequestContext
 from llmux.errors import LlmuxError
 from llmux.policies import Operation, Outcome, Policy, Usage
@@ -37,6 +37,7 @@ class ChunkMeter:
         self.known = False
         self.pieces = 0
         self.model = ""
+        self.metrics: Metrics | None = None
 
     def see(self, item: Any) -> None:
         if isinstance(item, ChatChunk):
@@ -50,6 +51,7 @@ class ChunkMeter:
                 m = item.metrics
                 if m is not None:
                     self.known = True
+                    self.metrics = m
                     first = item.index % self.choices == 0
                     self.usage = Usage(
                         self.usage.prompt_tokens + (m.prompt_tokens if first else 0),
@@ -93,6 +95,7 @@ class RelayMeter:
         self.known = False
         self.pieces = 0
         self.model = ""
+        self.metrics: Metrics | None = None  # relayed bytes are not parsed for timings
 
     def see(self, item: Any) -> None:
         if not isinstance(item, bytes | bytearray):
@@ -121,6 +124,23 @@ class RelayMeter:
 
 
 Meter = ChunkMeter | RelayMeter
+
+
+async def timed_first(ctx: RequestContext, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``items``, with the backend's own time to its first item put into
+    ``ctx.facts["backend_ttft_s"]`` (the gateway's overhead is the rest)."""
+    began = time.perf_counter()
+    first = True
+    try:
+        async for item in items:
+            if first:
+                ctx.facts["backend_ttft_s"] = time.perf_counter() - began
+                first = False
+            yield item
+    finally:
+        close = getattr(items, "aclose", None)
+        if close is not None:  # the backend's stream ends now, not when it is collected
+            await close()
 
 
 async def observed(
@@ -163,6 +183,8 @@ async def observed(
             pieces=meter.pieces,
             served=meter.model,
             cache=_HITS.get(ctx.headers.get(CACHE_HEADER, "")) if ctx.headers else None,
+            started=began,
+            metrics=meter.metrics,
         )
         for policy in reversed(policies):
             try:

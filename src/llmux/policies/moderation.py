@@ -180,6 +180,7 @@ class Moderation(PassThrough):
     ) -> AsyncIterator[Any]:
         if settings.prompts:
             verdict = await _check_prompt(ctx, op, moderator)
+            ctx.facts["moderation"] = "flagged" if verdict.flagged else "allowed"
             if verdict.flagged:
                 raise ContentRefused(
                     f"the request was refused by moderation (category {verdict.first()!r}); "
@@ -200,6 +201,7 @@ class Moderation(PassThrough):
             for chunk in out:
                 yield chunk
             if verdict.flagged:
+                ctx.facts["moderation"] = "flagged"
                 await _close(items)
                 yield ChatChunk(done=True, done_reason="content_filter", model=item.model)
                 if op.stream:

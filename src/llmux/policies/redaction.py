@@ -27,12 +27,14 @@ from llmux.core.chunks import ChatChunk
 from llmux.core.context import Principal, RequestContext
 from llmux.core.request import ChatRequest, ToolCall
 from llmux.errors import ContentRefused, LlmuxError, PolicyFailed
+from llmux.observability.logs import FIELDS, fields_of
 from llmux.policies import Handler, Operation, PassThrough
 from llmux.policies.redactor import Pseudonyms, Redactor, ReplyText, describe
 from llmux.policies.settings import Built, RedactionSettings
 
 log = logging.getLogger(__name__)
 FAILED = "the PII redactor failed, so the request was not sent; the server log has the details"
+WITHHELD = "(a log line was withheld: the PII redactor failed on it)"
 
 
 class Redaction(PassThrough):
@@ -68,6 +70,7 @@ class Redaction(PassThrough):
         self, ctx: RequestContext, op: Operation, next: Handler, redactor: Redactor
     ) -> AsyncIterator[Any]:
         names = Pseudonyms.new(redactor)
+        ctx.facts["redactions"] = names.counts  # entity type -> values masked, so far
         try:
             op = redact_operation(op, names)
         except LlmuxError:
@@ -184,7 +187,10 @@ def _chunk(
 
 class ScrubLogs(logging.Filter):
     """A handler filter that masks personal data in every record's message (and drops
-    its arguments, which the message now holds)."""
+    its arguments, which the message now holds) and in the text of its fields (the
+    request lines' ``extra``, :data:`~llmux.observability.logs.FIELDS`). It fails
+    closed: if the redactor raises, the record's text is withheld, and the logging call
+    that made it still returns (a filter's exception would reach the caller)."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__("llmux.redaction")
@@ -195,7 +201,20 @@ class ScrubLogs(logging.Filter):
             message = record.getMessage()
         except (TypeError, ValueError):  # cannot be formatted: logging reports it
             return True
-        scrubbed = self.redactor.scrub(message)
+        try:
+            self._scrub(record, message)
+        except Exception:  # noqa: BLE001 (logging it here would recurse)
+            record.msg, record.args = WITHHELD, None
+            setattr(record, FIELDS, {})
+        return True
+
+    def _scrub(self, record: logging.LogRecord, message: str) -> None:
+        scrub = self.redactor.scrub
+        scrubbed = scrub(message)
         if scrubbed != message:
             record.msg, record.args = scrubbed, None
-        return True
+        fields = fields_of(record)
+        if fields:
+            setattr(record, FIELDS, {
+                k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()
+            })  # fmt: skip

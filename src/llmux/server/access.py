@@ -16,6 +16,7 @@ refuses to serve beyond loopback without it unless ``[auth] mode = "off"``.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from typing import Any
@@ -108,8 +109,11 @@ def route_template(scope: Scope) -> str | None:
 
 
 class Access:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics_token: str | None = None) -> None:
         self.app = app
+        # /metrics also opens to this bearer token (a scraper needs no API key); kept as
+        # a digest and compared in constant time
+        self._metrics_token = _digest(metrics_token) if metrics_token else None
         self._templates: dict[tuple[str, str], str | None] = {}
         self._control: AccessControl | None = None
 
@@ -127,7 +131,7 @@ class Access:
             return
         template = self._template(scope)
         required = sc.route_scope(template) if template is not None else sc.ANY
-        if required == sc.PUBLIC:
+        if required == sc.PUBLIC or (required == sc.METRICS and self._scraper(scope)):
             await self.app(scope, receive, send)
             return
         try:
@@ -170,11 +174,21 @@ class Access:
         if isinstance(ctx, RequestContext):  # (not dataclasses.replace: 5x the time)
             state["ctx"] = RequestContext(
                 ctx.api, ctx.route, ctx.request_id, ctx.client, principal, ctx.headers,
-                ctx.cache_control,
+                ctx.cache_control, ctx.facts, ctx.started,
             )  # fmt: skip
+
+    def _scraper(self, scope: Scope) -> bool:
+        given = credential(scope)
+        if self._metrics_token is None or given is None:
+            return False
+        return hmac.compare_digest(_digest(given), self._metrics_token)
 
     def _find_control(self, scope: Scope) -> AccessControl:
         """The app's access control, once its services are up (the lifespan made them)."""
         found: AccessControl = scope["app"].state.services.access
         self._control = found
         return found
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()

@@ -4,8 +4,9 @@ Without ``services`` the lifespan builds them from the settings
 (:func:`llmux.services.build_services`) and closes them at shutdown; a test can hand
 in its own (a gateway over a fake backend) and run the app in-process.
 
-Layers, outermost first: CORS > identity (request id, client, context) > error
-boundary > guard (Host, Origin, body size) > access (credentials, scopes; when access
+Layers, outermost first: CORS > identity (request id, client, context) > request
+log (when [server] access_log is on) > HTTP metrics > error boundary > guard (Host, Origin, body size) > audit (administrative actions'
+records; when [audit] is on) > access (credentials, scopes; when access
 control is on) > relay (fast path, keep-alives) > disconnect watch (cancels a model
 request whose client left) > routes.
 """
@@ -29,17 +30,22 @@ from llmux.protocols import conversations as cw
 from llmux.protocols.ollama import wire as ow
 from llmux.protocols.openai import wire as aw
 from llmux.server.access import Access, auth_enabled, warn_if_off
+from llmux.server.audit import AuditLayer
 from llmux.server.disconnect import DisconnectWatch
 from llmux.server.errors import ErrorBoundary, install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, HostCheck, origin_regex
 from llmux.server.identity import Identity
+from llmux.server.metering import HttpMetrics
 from llmux.server.openapi import openapi
 from llmux.server.relay import Relay
+from llmux.server.requestlog import RequestLog
 from llmux.server.routes import (
     access,
     admin,
+    audit,
     conversations,
     deepseek,
+    metrics,
     models,
     ollama,
     openai,
@@ -84,7 +90,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             gc.unfreeze()  # collectable again when the app is embedded in a longer process
             await own.aclose()
 
-    logs.install()
+    logs.install(bodies=settings.server.log_bodies)  # prompts and replies: off unless asked
     app = FastAPI(
         title="llmux",
         version=__version__,
@@ -106,9 +112,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         conversations,
         ui,
         admin,
+        audit,
         access,
         quotas,
         websocket,
+        metrics,
     )
     for router in routers:
         app.include_router(router.router)
@@ -153,7 +161,10 @@ def add_layers(app: FastAPI, settings: Settings, *, auth: bool = False) -> None:
     app.add_middleware(DisconnectWatch)
     app.add_middleware(Relay, keepalive_s=settings.gateway.keepalive_s)
     if auth:
-        app.add_middleware(Access)
+        app.add_middleware(Access, metrics_token=settings.metrics.token)
+    if settings.audit.enabled:  # admin actions' records; outside access: refusals too
+        a = settings.audit
+        app.add_middleware(AuditLayer, admin=a.record_admin, wait=a.wait_for_fsync)
     host, port = settings.bind
     hosts = HostCheck(server.allowed_hosts, bind_host=host)
     if hosts.public:
@@ -167,6 +178,9 @@ def add_layers(app: FastAPI, settings: Settings, *, auth: bool = False) -> None:
         )
     app.add_middleware(Guard, origins=server.origins, hosts=hosts, max_body=server.max_body_bytes)
     app.add_middleware(ErrorBoundary)
+    app.add_middleware(HttpMetrics)  # sees the status the boundary answered with
+    if server.access_log:  # a line for each request no model operation logged
+        app.add_middleware(RequestLog)
     app.add_middleware(Identity, trusted_proxies=server.trusted_proxies)
     app.add_middleware(
         CORSMiddleware,

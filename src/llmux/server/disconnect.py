@@ -17,6 +17,8 @@ from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmux.core.context import RequestContext
+
 MODEL_PATHS = {
     "/api/chat",
     "/api/generate",
@@ -110,6 +112,9 @@ class DisconnectWatch:
             await self.app(scope, receive, send)
             return
         body = await read_body(receive)
+        ctx = scope.get("state", {}).get("ctx")
+        if isinstance(ctx, RequestContext):
+            ctx.facts["body"] = body  # the audit trail's prompt hash is over it
         gone = asyncio.Event()
 
         async def after_body() -> Message:  # the watcher below reads the connection

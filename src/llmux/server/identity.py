@@ -11,6 +11,8 @@
   for the bare root (DeepSeek-style paths); the route is the request path.
 * **Cache-Control**: the request's header, as ``ctx.cache_control`` (its first
   :data:`MAX_CACHE_CONTROL` characters), for the response cache.
+* **Trace context**: a W3C ``traceparent`` header goes into ``ctx.facts["traceparent"]``,
+  the parent of the request's span when tracing is on (``observability/tracing.py``).
 * **Principal**: anonymous; access control fills it in.
 """
 
@@ -28,6 +30,7 @@ from llmux.server.errors import is_ollama_path
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 MAX_CACHE_CONTROL = 256  # what is kept of a Cache-Control header (the response cache reads it)
+MAX_TRACEPARENT = 128  # ... of a W3C traceparent header (55 characters in version 00)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -81,7 +84,7 @@ class Identity:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = forwarded = None
+        given = forwarded = traceparent = None
         cache_control = ""
         for key, value in scope["headers"]:
             if key == b"x-request-id":
@@ -90,6 +93,8 @@ class Identity:
                 forwarded = value.decode("latin-1")
             elif key == b"cache-control":
                 cache_control = value[:MAX_CACHE_CONTROL].decode("latin-1")
+            elif key == b"traceparent":
+                traceparent = value[:MAX_TRACEPARENT].decode("latin-1")
         request_id = given if given and _REQUEST_ID.match(given) else new_request_id()
         client = scope.get("client")
         peer = client[0] if client else None
@@ -97,6 +102,8 @@ class Identity:
         if forwarded is not None and self.proxies:
             peer = client_address(peer, forwarded, self.proxies)
         ctx = RequestContext(api_for(path), path, request_id, peer, cache_control=cache_control)
+        if traceparent:
+            ctx.facts["traceparent"] = traceparent
         scope.setdefault("state", {})["ctx"] = ctx
         token = REQUEST_ID.set(request_id)
         try:

@@ -248,10 +248,12 @@ class Relay:
         upstream_path = p.path if p.api == "ollama" else p.path.removeprefix("/v1")
 
         def start(m: Member, model: str, deadline: float) -> AsyncIterator[bytes]:
+            ctx.facts["upstream"] = m.name  # the last one tried answers
             chunks = cast(Upstream, m).relay(upstream_path, p.payload(model), model, deadline, meta)
             return chunks if model == p.asked else _renamed(chunks, model, p.asked)
 
         ctx = scope.get("state", {}).get("ctx") or RequestContext(api=p.api, route=p.path)  # type: ignore[arg-type]
+        ctx.facts["body"], ctx.facts["model"] = p.body, p.asked  # for the audit trail
         stream = gw.relay(
             ctx, p.name, p.stream, Pool(p.name, p.fast).stream(start),
             body_size=len(p.body), max_output=p.max_output, choices=p.choices,

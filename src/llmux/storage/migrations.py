@@ -176,6 +176,23 @@ MIGRATIONS.append({"sqlite": _USAGE_PARTIAL, "postgresql": _USAGE_PARTIAL})
 _USAGE_CACHE = ["ALTER TABLE usage_records ADD COLUMN cache TEXT"]
 MIGRATIONS.append({"sqlite": _USAGE_CACHE, "postgresql": _USAGE_CACHE})
 
+# 8: the audit trail (storage/audit.py): one row per record, keyed by replica and seq,
+# its canonical JSON and hash beside the columns the filters use; retention's anchors
+_AUDIT = [
+    "CREATE TABLE audit_log (replica TEXT NOT NULL, seq BIGINT NOT NULL, "
+    "time_us BIGINT NOT NULL, kind TEXT NOT NULL, request_id TEXT NOT NULL, "
+    "principal TEXT NOT NULL, principal_name TEXT NOT NULL, model TEXT, served TEXT, "
+    "status INTEGER NOT NULL, hash TEXT NOT NULL, record TEXT NOT NULL, "
+    "PRIMARY KEY (replica, seq))",
+    "CREATE INDEX audit_time ON audit_log (time_us)",
+    "CREATE INDEX audit_request ON audit_log (request_id)",
+    "CREATE INDEX audit_principal ON audit_log (principal, time_us)",
+    "CREATE INDEX audit_model ON audit_log (model, time_us)",
+    "CREATE TABLE audit_anchors (replica TEXT NOT NULL, seq BIGINT NOT NULL, "
+    "hash TEXT NOT NULL, pruned_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (replica, seq))",
+]
+MIGRATIONS.append({"sqlite": _AUDIT, "postgresql": _AUDIT})
+
 
 def migrate(conn: Connection, dialect: str) -> int:
     """Apply every migration not yet recorded; return the schema version."""

@@ -39,6 +39,12 @@ class CircuitBreaker:
             self.trials = []
         return self._state
 
+    def peek(self) -> State:
+        """:attr:`state` without moving it on (safe to read from another thread)."""
+        if self._state == "open" and self.clock() >= self.opened_at + self.settings.open_s:
+            return "half_open"
+        return self._state
+
     def allow(self) -> bool:
         """Whether a call may go now; in half-open this takes one trial permit."""
         state = self.state

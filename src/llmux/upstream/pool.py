@@ -28,6 +28,7 @@ from llmux.core.context import RequestContext
 from llmux.core.models import LoadedInfo, ModelCard, ModelInfo
 from llmux.core.request import ChatRequest, EmbedRequest, LoadOptions
 from llmux.errors import LlmuxError, RateLimited, ServerBusy, Timeout, UpstreamError
+from llmux.observability.stats import UpstreamStats
 from llmux.upstream import listing
 from llmux.upstream.breaker import CircuitBreaker
 from llmux.upstream.http import AttemptFailed
@@ -46,6 +47,7 @@ class Member(Protocol):
     healthy: bool
     breaker: CircuitBreaker | None
     retry: dict[str, RetryRule]
+    stats: UpstreamStats
     timeout_s: float
     first_byte_timeout_s: float | None
 
@@ -69,6 +71,7 @@ class LocalMember:
         self.healthy = True
         self.breaker: CircuitBreaker | None = None
         self.retry: dict[str, RetryRule] = {}
+        self.stats = UpstreamStats()
         self.timeout_s = 24 * 3600.0
         self.first_byte_timeout_s: float | None = None
 
@@ -120,6 +123,13 @@ def as_failure(member: Member, exc: BaseException) -> AttemptFailed:
     return AttemptFailed(member.name, "status", exc.message, status=exc.status, final=exc)
 
 
+def failure_kind(failed: AttemptFailed) -> str:
+    """A failure's metric label: ``connect``, ``timeout``, ``protocol``, ``status_4xx``..."""
+    if failed.kind == "status" and failed.status is not None:
+        return f"status_{failed.status // 100}xx"
+    return failed.kind
+
+
 def final_error(model: str, last: AttemptFailed | None, skipped: list[Member]) -> LlmuxError:
     if last is None:
         wait = min(
@@ -140,6 +150,17 @@ def final_error(model: str, last: AttemptFailed | None, skipped: list[Member]) -
     if last.status == 503:  # passed on with its status and Retry-After, after the retries
         return ServerBusy(f"{last.message} (after retries)", retry_after=last.retry_after or 1.0)
     return UpstreamError(last.message)
+
+
+def _starter(ctx: RequestContext, request: ChatRequest) -> Starter[ChatChunk]:
+    """Start a chat on a member; the last one tried (the one that answers) goes into
+    ``ctx.facts["upstream"]`` for the request's log, trace and audit record."""
+
+    def start(member: Member, model: str, deadline: float) -> AsyncIterator[ChatChunk]:
+        ctx.facts["upstream"] = member.name
+        return member.chat(ctx, request, model, deadline)
+
+    return start
 
 
 class Pool:
@@ -196,6 +217,7 @@ class Pool:
                         member, model, start, member_deadline, factor
                     )
                 except AttemptFailed as failed:
+                    member.stats.failed(failure_kind(failed))
                     if member.breaker is not None and failed.final is None:
                         member.breaker.record(failed.counts_against_breaker)
                     if failed.final is not None:
@@ -204,11 +226,14 @@ class Pool:
                     log.info("%s (attempt %d)", failed.message, attempt + 1)
                     rule = member.retry.get(failed.rule)
                     if rule is None or attempt >= rule.retries or (more and failed.rule != "429"):
+                        member.stats.failovers += more
                         break
                     delay = backoff(rule, attempt, failed.retry_after)
                     if not fits(delay, time.monotonic(), member_deadline):
+                        member.stats.failovers += more
                         break
                     await asyncio.sleep(delay)
+                    member.stats.retries += 1
                     attempt += 1
                     factor *= rule.timeout_factor
                     continue
@@ -219,6 +244,7 @@ class Pool:
 
     async def stream(self, start: Starter[T]) -> AsyncIterator[T]:
         """Everything from the first member that gives a first item (see :meth:`open`)."""
+        began = time.perf_counter()
         member, stream, first = await self.open(start)
         try:
             yield first
@@ -226,6 +252,7 @@ class Pool:
                 yield item
         finally:
             member.outstanding -= 1
+            member.stats.latency.observe(time.perf_counter() - began)
             await stream.aclose()  # type: ignore[attr-defined]
 
     async def whole(self, start: Starter[T]) -> list[T]:
@@ -234,33 +261,35 @@ class Pool:
         has reached the client yet."""
         failed: list[Member] = []
         while True:
+            began = time.perf_counter()
             member, stream, first = await self.open(start, exclude=failed)
             items = [first]
             try:
                 async for item in stream:
                     items.append(item)
+                member.stats.latency.observe(time.perf_counter() - began)
                 return items
             except (UpstreamError, Timeout) as exc:
+                member.stats.failed("broken_off")
                 if member.breaker is not None:
                     member.breaker.record(True)
                 failed.append(member)
                 if all(m in failed for m, _ in self.targets):
                     raise
+                member.stats.failovers += 1
                 log.info("%s broke off part-way (%s); asking the next member", member.name, exc)
             finally:
                 member.outstanding -= 1
                 await stream.aclose()  # type: ignore[attr-defined]
 
     def chat(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        return self.stream(lambda m, model, deadline: m.chat(ctx, request, model, deadline))
+        return self.stream(_starter(ctx, request))
 
     async def chat_whole(
         self, ctx: RequestContext, request: ChatRequest
     ) -> AsyncIterator[ChatChunk]:
         """:meth:`chat` for a non-streaming client (see :meth:`whole`)."""
-        for chunk in await self.whole(
-            lambda m, model, deadline: m.chat(ctx, request, model, deadline)
-        ):
+        for chunk in await self.whole(_starter(ctx, request)):
             yield chunk
 
     async def embed(self, ctx: RequestContext, request: EmbedRequest) -> EmbedResult:

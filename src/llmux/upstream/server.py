@@ -16,6 +16,7 @@ from llmux.core.chunks import ChatChunk, EmbedResult
 from llmux.core.context import RequestContext
 from llmux.core.request import ChatRequest, EmbedRequest
 from llmux.errors import Timeout, UpstreamError
+from llmux.observability.stats import UpstreamStats
 from llmux.upstream import ollama, openai
 from llmux.upstream.breaker import CircuitBreaker
 from llmux.upstream.http import AttemptFailed, UpstreamHttp
@@ -38,6 +39,7 @@ class Upstream:
         self.timeout_s = settings.timeout_s
         self.first_byte_timeout_s: float | None = settings.first_byte_timeout_s
         self.outstanding = 0
+        self.stats = UpstreamStats()  # read by the metrics registry
         self.healthy = True
         self.last_error: str | None = None
         self.last_check = 0.0
