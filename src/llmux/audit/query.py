@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from llmux.errors import InvalidRequest
+from llmux.limits.reports import parse_time
 from llmux.storage.audit import Filter, decode_cursor
 
 MAX_LIMIT = 1000
@@ -19,23 +19,9 @@ _STATUS = re.compile(r"^([1-5])xx$|^(\d{3})(?:-(\d{3}))?$")
 
 
 def parse_time_us(value: str | None, name: str) -> int | None:
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return int(float(text) * 1_000_000)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(
-            f"{name}: {value!r} is neither unix seconds nor an ISO 8601 time "
-            "(2026-12-02 or 2026-12-02T09:30:00Z)", param=name,
-        ) from None  # fmt: skip
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1_000_000)
+    """Unix seconds or an ISO 8601 date or time (UTC unless it says), in microseconds."""
+    seconds = parse_time(value, name)
+    return None if seconds is None else int(seconds * 1_000_000)
 
 
 def parse_status(value: str | None) -> tuple[int, int] | None:

@@ -6,7 +6,6 @@ Secrets are printed once."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -14,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from llmux.cli.common import ConfigOpt, err, fail, out, settings
+from llmux.cli.common import ConfigOpt, err, out, settings, with_database
 
 T = TypeVar("T")
 users = typer.Typer(help="People who log in, and own keys and clients.", no_args_is_help=True)
@@ -35,26 +34,10 @@ UserOpt = Annotated[str, typer.Option("--user", "-u", help="the owner: a user's 
 
 def _run(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work(access_control)`` against the configured database."""
-    from llmux.errors import LlmuxError
     from llmux.services import access_control
-    from llmux.storage.database import Database, database_url
 
     conf = settings(config)
-
-    async def go() -> T:
-        db = Database(database_url(conf.storage.database_url, conf.home_dir))
-        try:
-            await db.open()
-            return await work(access_control(conf, db))
-        finally:
-            await db.aclose()
-
-    try:
-        return asyncio.run(go())
-    except LlmuxError as exc:
-        fail(exc.message)
-    except ValueError as exc:
-        fail(str(exc))
+    return with_database(conf, lambda db: work(access_control(conf, db)))
 
 
 def _scopes(text: str | None) -> frozenset[str] | None:

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from llmux.cli.common import ConfigOpt, err, fail, out, settings
+from llmux.cli.common import ConfigOpt, err, fail, out, settings, with_database
 
 T = TypeVar("T")
 app = typer.Typer(help="The audit trail: tail, search, verify.", no_args_is_help=True)
@@ -26,24 +26,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines instead of a t
 
 
 def _run(config: Path | None, work: Callable[[Any], Awaitable[T]], url: str | None = None) -> T:
-    from llmux.errors import LlmuxError
     from llmux.storage.audit import SqlAudit
-    from llmux.storage.database import Database, database_url
 
-    conf = settings(config)
-
-    async def go() -> T:
-        db = Database(database_url(url or conf.storage.database_url, conf.home_dir))
-        try:
-            await db.open()
-            return await work(SqlAudit(db))
-        finally:
-            await db.aclose()
-
-    try:
-        return asyncio.run(go())
-    except LlmuxError as exc:
-        fail(exc.message)
+    return with_database(settings(config), lambda db: work(SqlAudit(db)), url)
 
 
 def _show(rows: list[dict[str, Any]], as_json: bool) -> None:

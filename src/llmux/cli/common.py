@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -18,6 +19,9 @@ from llmux.config import Settings, load_settings
 
 if TYPE_CHECKING:
     from llmux.client import Client, ClientError
+    from llmux.storage.database import Database
+
+T = TypeVar("T")
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 # in a pipe, tables keep whole ids and names rather than fitting 80 columns
@@ -50,6 +54,31 @@ def settings(config: Path | None = None, **overrides: Any) -> Settings:
         )
         fail(f"invalid settings ({problems}); see docs/configuration.md")
     except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+def with_database(
+    conf: Settings, work: Callable[[Database], Awaitable[T]], url: str | None = None
+) -> T:
+    """Run ``work(database)`` on the configured database (or ``url``), opened (migrated)
+    and closed around it; an llmux error or a bad value ends the command with its
+    message."""
+    from llmux.errors import LlmuxError
+    from llmux.storage.database import Database, database_url
+
+    async def go() -> T:
+        db = Database(database_url(url or conf.storage.database_url, conf.home_dir))
+        try:
+            await db.open()
+            return await work(db)
+        finally:
+            await db.aclose()
+
+    try:
+        return asyncio.run(go())
+    except LlmuxError as exc:
+        fail(exc.message)
+    except ValueError as exc:
         fail(str(exc))
 
 

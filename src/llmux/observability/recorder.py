@@ -23,6 +23,7 @@ from llmux.observability.sources import (
     value_source,
 )
 from llmux.policies import Handler, Operation, Outcome
+from llmux.policies.access_log import status_code
 from llmux.policies.meter import CACHE_HEADER
 
 if TYPE_CHECKING:
@@ -45,10 +46,8 @@ class Trail(Protocol):
 
 def status_of(outcome: Outcome) -> str:
     """The HTTP status the client got, or its error's status when a stream that had
-    started failed part-way; 499 when the client left first."""
-    if outcome.error is not None:
-        return str(outcome.error.status)
-    return "499" if outcome.cancelled else "200"
+    started failed part-way; 499 when the client left first (as the request line)."""
+    return str(status_code(outcome))
 
 
 def operation_name(ctx: RequestContext, op: Operation) -> str:

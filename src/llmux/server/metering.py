@@ -10,6 +10,7 @@ enabled = false``, or a test's services without them) it passes requests on.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +19,26 @@ from llmux.observability.metrics import OTHER, Metrics
 from llmux.server.access import route_template
 
 TEMPLATES = 4096  # paths remembered with their template
+
+
+async def answered(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, done: Callable[[int, float], None]
+) -> None:
+    """Run ``app``; at its end, however it ends, ``done(status, seconds)`` with the status
+    it answered with (500 if it never started a response) and the time to its end."""
+    began = time.perf_counter()
+    status = 500
+
+    async def sending(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    try:
+        await app(scope, receive, sending)
+    finally:
+        done(status, time.perf_counter() - began)
 
 
 class HttpMetrics:
@@ -48,18 +69,10 @@ class HttpMetrics:
         if metrics is None:
             await self.app(scope, receive, send)
             return
-        began = time.perf_counter()
-        status: list[int] = [500]
-
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            self._count(metrics, scope, status[0], time.perf_counter() - began)
+        await answered(
+            self.app, scope, receive, send,
+            lambda status, seconds: self._count(metrics, scope, status, seconds),
+        )  # fmt: skip
 
     def _count(self, metrics: Metrics, scope: Scope, status: int, seconds: float) -> None:
         method: Any = scope.get("method", "GET")

@@ -13,13 +13,13 @@ serve`` turns off.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmux.core.context import RequestContext
 from llmux.observability.logs import FIELDS
+from llmux.server.metering import answered
 
 log = logging.getLogger("llmux.http")
 
@@ -32,18 +32,9 @@ class RequestLog:
         if scope["type"] != "http" or not log.isEnabledFor(logging.INFO):
             await self.app(scope, receive, send)
             return
-        began = time.perf_counter()
-        status: list[int] = [500]
-
-        async def sending(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            self._line(scope, status[0], time.perf_counter() - began)
+        await answered(
+            self.app, scope, receive, send, lambda status, s: self._line(scope, status, s)
+        )
 
     @staticmethod
     def _line(scope: Scope, status: int, seconds: float) -> None:
