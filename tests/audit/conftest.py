@@ -4,7 +4,6 @@ PostgreSQL database (the real server at 127.0.0.1:5432), and records to put in i
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,18 +11,12 @@ from sqlalchemy.engine import URL
 
 from llmux.audit.record import GENESIS, AuditRecord, iso_us, sealed
 from llmux.storage.audit import SqlAudit
-from llmux.storage.database import Database, database_url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> URL:
-    if request.param == "sqlite":
-        return database_url(None, tmp_path)
-    return database_url(request.getfixturevalue("pg_url"), tmp_path)
+from llmux.storage.database import Database
+from tests.storage.conftest import db_url  # noqa: F401 - SQLite and PostgreSQL, as the storage tests
 
 
 @pytest.fixture
-async def repo(db_url: URL) -> AsyncIterator[SqlAudit]:
+async def repo(db_url: URL) -> AsyncIterator[SqlAudit]:  # noqa: F811 - the fixture, by name
     database = Database(db_url)
     await database.open()
     async with database.engine.begin() as conn:  # PostgreSQL's database is the session's
