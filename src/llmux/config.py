@@ -400,7 +400,12 @@ class RedisSettings(Section):
 
 
 class BatchSettings(Section):
-    """The Batch API (filled by the batch work)."""
+    """The Batch API: its files (docs/batch.md)."""
+
+    max_file_bytes: int = Field(
+        default=200 * 1024 * 1024, ge=1024, description="the largest file POST /v1/files takes"
+    )
+    max_lines: int = Field(default=50_000, ge=1, description="the most lines a batch file may have")
 
 
 # flat name of earlier releases -> (section, key)

@@ -15,6 +15,7 @@ from llmux.auth.control import AccessControl
 from llmux.auth.scopes import INFERENCE, routes_with
 from llmux.auth.secrets import Keyring, load_master
 from llmux.auth.tokens import ExternalIssuer
+from llmux.batch.files import Files, Limits
 from llmux.config import AuthSettings, Settings
 from llmux.engine.engine import LocalEngine
 from llmux.errors import InvalidRequest, LlmuxError
@@ -42,6 +43,7 @@ from llmux.policies.semantic import Semantic
 from llmux.policies.settings import ModerationSettings
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
+from llmux.storage.files import SqlFiles
 from llmux.storage.principals import SqlPrincipals
 from llmux.storage.usage import SqlUsage
 from llmux.upstream.router import UpstreamRouter
@@ -64,6 +66,7 @@ class Services:
     moderation: Moderation = field(default_factory=lambda: Moderation(ModerationSettings()))
     log_filter: ScrubLogs | None = None  # masks personal data in log lines, while served
     metrics: Metrics | None = None  # GET /metrics reads its registry
+    files: Files | None = None  # the Batch API's files
     tracing: Tracing | None = None  # its spans are flushed at shutdown
     audit: AuditTrail | None = None  # the audit trail's spool and drainer
 
@@ -265,7 +268,14 @@ def build_services(settings: Settings) -> Services:
         reconcile_s=settings.usage.reconcile_s, moderation=moderation, cache=cache,
         log_filter=log_scrubber(settings, redaction),
         metrics=recorder.m if recorder is not None else None, tracing=tracing, audit=audit,
+        files=build_files(settings, db),
     )  # fmt: skip
+
+
+def build_files(settings: Settings, db: Database) -> Files:
+    """The Batch API's files: bytes under ``<home>/files``, rows in ``db``."""
+    b = settings.batch
+    return Files(settings.home_dir / "files", SqlFiles(db), Limits(b.max_file_bytes, b.max_lines))
 
 
 def build_metrics(settings: Settings) -> RequestMetrics | None:

@@ -31,6 +31,7 @@ from llmux.services import (
     Services,
     access_control,
     body_log,
+    build_files,
     build_metrics,
     build_quotas,
     build_tracing,
@@ -139,6 +140,7 @@ def in_process(
         log_filter=log_scrubber(config, redaction), tracing=tracing, audit=trail,
     )  # fmt: skip
     services.metrics = recorder.m if recorder is not None else None
+    services.files = build_files(config, db)
     app = create_app(config, services)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
         yield App(client, backend, gateway, config, access, quota, trail)

@@ -59,6 +59,9 @@ _BY_PATH: dict[str, str] = {
          "/api/conversations/{conversation_id}/export"),
         CONVERSATIONS,
     ),
+    **dict.fromkeys(
+        ("/v1/files", "/v1/files/{file_id}", "/v1/files/{file_id}/content"), BATCH
+    ),
     "/metrics": METRICS,  # or the [metrics] token (server/access.py)
     "/v1/audit": ADMIN,  # the audit trail under the tutorials' name (/admin/audit)
     # a caller's own identity and keys

@@ -45,6 +45,7 @@ from llmux.server.routes import (
     audit,
     conversations,
     deepseek,
+    files,
     metrics,
     models,
     ollama,
@@ -117,6 +118,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         quotas,
         websocket,
         metrics,
+        files,
     )
     for router in routers:
         app.include_router(router.router)
@@ -176,7 +178,10 @@ def add_layers(app: FastAPI, settings: Settings, *, auth: bool = False) -> None:
             port,
             ", ".join(server.allowed_hosts) or "none set",
         )
-    app.add_middleware(Guard, origins=server.origins, hosts=hosts, max_body=server.max_body_bytes)
+    app.add_middleware(
+        Guard, origins=server.origins, hosts=hosts, max_body=server.max_body_bytes,
+        max_upload=settings.batch.max_file_bytes,
+    )  # fmt: skip
     app.add_middleware(ErrorBoundary)
     app.add_middleware(HttpMetrics)  # sees the status the boundary answered with
     if server.access_log:  # a line for each request no model operation logged

@@ -36,6 +36,8 @@ DEFAULT_ORIGINS = [
 
 # bodies streamed to disk rather than held in memory: model blobs of many GB
 STREAMED_PATHS = ("/api/blobs/",)
+UPLOAD_PATHS = ("/v1/files",)  # [batch] max_file_bytes, not max_body_bytes (plus the form's own)
+FORM_SLACK = 1024 * 1024
 
 
 def origin_regex(patterns: Iterable[str]) -> str:
@@ -106,12 +108,19 @@ class HostCheck:
 
 class Guard:
     def __init__(
-        self, app: ASGIApp, *, origins: list[str], hosts: HostCheck, max_body: int
+        self,
+        app: ASGIApp,
+        *,
+        origins: list[str],
+        hosts: HostCheck,
+        max_body: int,
+        max_upload: int = 0,
     ) -> None:
         self.app = app
         self.origin_re = re.compile(origin_regex([*DEFAULT_ORIGINS, *origins]))
         self.hosts = hosts
         self.max_body = max_body
+        self.max_upload = max(max_body, max_upload + FORM_SLACK)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -135,12 +144,13 @@ class Guard:
         if scope["path"].startswith(STREAMED_PATHS):  # written to disk as it arrives
             await self.app(scope, receive, send)
             return
+        limit = self.max_upload if scope["path"] in UPLOAD_PATHS else self.max_body
         length = headers.get("content-length")
-        if length and length.isdigit() and int(length) > self.max_body:
+        if length and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(
-                f"request body of {length} bytes exceeds the limit of {self.max_body} bytes"
+                f"request body of {length} bytes exceeds the limit of {limit} bytes"
             )
-        await self.app(scope, self._limited(receive), send)
+        await self.app(scope, self._limited(receive, limit), send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The same Host and Origin rules for WebSocket handshakes (a page on another
@@ -161,9 +171,8 @@ class Guard:
             return True
         return bool(self.origin_re.match(origin.rstrip("/")))
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         seen = 0
-        limit = self.max_body
 
         async def wrapped() -> Message:
             nonlocal seen

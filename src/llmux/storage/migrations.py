@@ -193,6 +193,16 @@ _AUDIT = [
 ]
 MIGRATIONS.append({"sqlite": _AUDIT, "postgresql": _AUDIT})
 
+# 9: files uploaded for the Batch API (their bytes are on disk, by SHA-256)
+_FILES = [
+    "CREATE TABLE files (id TEXT PRIMARY KEY, owner TEXT, purpose TEXT NOT NULL, "
+    "filename TEXT NOT NULL, bytes BIGINT NOT NULL, sha256 TEXT NOT NULL, "
+    "lines INTEGER NOT NULL DEFAULT 0, created_at BIGINT NOT NULL)",
+    "CREATE INDEX files_owner ON files (owner, created_at)",
+    "CREATE INDEX files_sha256 ON files (sha256)",
+]
+MIGRATIONS.append({"sqlite": _FILES, "postgresql": _FILES})
+
 
 def migrate(conn: Connection, dialect: str) -> int:
     """Apply every migration not yet recorded; return the schema version."""

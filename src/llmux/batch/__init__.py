@@ -1,0 +1,1 @@
+"""The Batch API: files (and, next, batches and their worker)."""

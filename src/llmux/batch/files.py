@@ -1,0 +1,174 @@
+"""Files for the Batch API (``/v1/files``), request-free.
+
+An upload's bytes go to ``<home>/files/<sha256>``, content-addressed: two uploads of the
+same bytes share one copy, which goes when the last file that names it is deleted. The
+row (``storage/files.py``) says who owns it, its purpose, name, size and line count. A
+``batch`` file must be JSON Lines: UTF-8, one JSON object per non-empty line, at most
+``[batch] max_lines`` lines and ``[batch] max_file_bytes`` bytes; the lines' requests are
+checked when a batch is made from the file. Every caller sees only its own files (another's
+is 404), as with conversations. Ids begin with the time in milliseconds, so they sort as
+the files were made (lists are ordered by ``created_at``, then id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from llmux.core.context import RequestContext, new_request_id
+from llmux.errors import InvalidRequest, NotFound, PayloadTooLarge
+from llmux.history import owner_of
+from llmux.storage.files import FileRow, SqlFiles
+
+PURPOSES = ("batch", "batch_output")  # a client uploads "batch"; llmux writes the outputs
+UPLOADABLE = ("batch",)
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_bytes: int = 200 * 1024 * 1024
+    max_lines: int = 50_000
+
+
+def file_object(row: FileRow) -> dict[str, Any]:
+    """A file as the OpenAI API shows it."""
+    return {
+        "id": row.id, "object": "file", "bytes": row.bytes, "created_at": row.created_at,
+        "expires_at": None, "filename": row.filename, "purpose": row.purpose,
+        "status": "processed", "status_details": None,
+    }  # fmt: skip
+
+
+class JsonLines:
+    """Counts and checks the lines of a ``batch`` file as its bytes pass."""
+
+    def __init__(self, max_lines: int) -> None:
+        self.max_lines = max_lines
+        self.lines = 0
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._tail + chunk
+        *whole, self._tail = data.split(b"\n")
+        for line in whole:
+            self._line(line)
+
+    def close(self) -> None:
+        if self._tail:
+            self._line(self._tail)
+            self._tail = b""
+        if not self.lines:
+            raise InvalidRequest("the file has no lines; a batch file holds one JSON request per line", param="file")  # fmt: skip
+
+    def _line(self, raw: bytes) -> None:
+        if not raw.strip():
+            return
+        self.lines += 1
+        if self.lines > self.max_lines:
+            raise InvalidRequest(
+                f"the file has more than {self.max_lines} lines, the most a batch file may have;"
+                " split it into several batches", param="file",
+            )  # fmt: skip
+        try:
+            value = json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidRequest(
+                f"line {self.lines} is not valid JSON (UTF-8); a batch file is JSON Lines:"
+                " one request object per line", param="file",
+            ) from None  # fmt: skip
+        if not isinstance(value, dict):
+            raise InvalidRequest(f"line {self.lines} is not a JSON object", param="file")
+
+
+class Files:
+    """The files' bytes on disk and their rows in the database."""
+
+    def __init__(self, root: Path, repo: SqlFiles, limits: Limits) -> None:
+        self.root = root
+        self.repo = repo
+        self.limits = limits
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256
+
+    async def upload(self, ctx: RequestContext, source: IO[bytes], filename: str, purpose: str) -> FileRow:  # fmt: skip
+        if purpose not in UPLOADABLE:
+            raise InvalidRequest(
+                f"purpose {purpose!r} is not one llmux accepts for uploads; use 'batch'",
+                param="purpose",
+            )
+        name = os.path.basename(filename.replace("\\", "/"))[:255] or "upload.jsonl"
+        sha256, size, lines = await asyncio.to_thread(self._store, source)
+        row = FileRow(
+            id=f"file-{new_request_id()}", owner=owner_of(ctx.principal), purpose=purpose,
+            filename=name, bytes=size, sha256=sha256, lines=lines, created_at=int(time.time()),
+        )  # fmt: skip
+        await self.repo.add(row)
+        return row
+
+    def _store(self, source: IO[bytes]) -> tuple[str, int, int]:
+        """Copy ``source`` under a temporary name while hashing and checking it, then
+        move it to its SHA-256 (an identical copy there already is kept)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        digest, size, check = hashlib.sha256(), 0, JsonLines(self.limits.max_lines)
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in _chunks(source):
+                    size += len(chunk)
+                    if size > self.limits.max_bytes:
+                        raise PayloadTooLarge(f"the file is larger than {self.limits.max_bytes} bytes, the most a batch file may be")  # fmt: skip
+                    digest.update(chunk)
+                    check.feed(chunk)
+                    out.write(chunk)
+            check.close()
+            os.replace(temp, self.path(digest.hexdigest()))
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return digest.hexdigest(), size, check.lines
+
+    async def get(self, ctx: RequestContext, file_id: str) -> FileRow:
+        row = await self.repo.get(file_id)
+        if row is None or not _visible(ctx, row):
+            raise NotFound(f"no file with id {file_id!r}", param="file_id")
+        return row
+
+    async def list(
+        self, ctx: RequestContext, *, purpose: str | None, after: str | None, limit: int, order: str
+    ) -> tuple[list[FileRow], bool]:
+        if not 1 <= limit <= 10_000:
+            raise InvalidRequest("limit is 1 to 10000", param="limit")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("order is 'asc' or 'desc'", param="order")
+        rows = await self.repo.list(
+            owner_of(ctx.principal), purpose=purpose, after=after, limit=limit + 1, newest=order == "desc"
+        )  # fmt: skip
+        return rows[:limit], len(rows) > limit
+
+    async def delete(self, ctx: RequestContext, file_id: str) -> None:
+        row = await self.get(ctx, file_id)
+        if await self.repo.remove(row.id) == 0:
+            self.path(row.sha256).unlink(missing_ok=True)
+
+    async def content(self, ctx: RequestContext, file_id: str) -> tuple[FileRow, Path]:
+        row = await self.get(ctx, file_id)
+        return row, self.path(row.sha256)
+
+
+def _visible(ctx: RequestContext, row: FileRow) -> bool:
+    return owner_of(ctx.principal) in (None, row.owner)
+
+
+def _chunks(source: IO[bytes]) -> Iterator[bytes]:
+    while chunk := source.read(CHUNK):
+        yield chunk
