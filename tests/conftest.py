@@ -75,18 +75,27 @@ def start_server(
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    wait_ready(proc, url + "/", log, 90, "server")
+    return Server(url=url, home=home, proc=proc, log=log, env=env)
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes], probe: str, log: Path, seconds: float, what: str
+) -> None:
+    """Wait until ``probe`` answers 200; a process that exits, or does not answer in
+    ``seconds`` (then it is killed), raises with the end of its ``log``."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                return Server(url=url, home=home, proc=proc, log=log, env=env)
+            if httpx.get(probe, timeout=1).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     proc.kill()
-    raise RuntimeError(f"server did not start in time:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"{what} did not get ready in time:\n{log.read_text()[-3000:]}")
 
 
 def running_server(

@@ -23,6 +23,7 @@ import pytest
 
 from llmux.observability import logs
 from llmux.observability.logs import JsonFormatter, TextFormatter, mask_secrets
+from tests.auth.test_replicas import cli
 from tests.conftest import MODEL, Server, start_server
 from tests.support.inprocess import in_process
 
@@ -39,14 +40,6 @@ REQUEST_FIELDS = {
 
 def prompt(key: str) -> str:
     return f"My mail is {EMAIL}, my mobile {PHONE}, my key {key}. Say ok."
-
-
-def cli(server: Server, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "llmux", *args], env=server.env, capture_output=True,
-        text=True, timeout=60, check=True,
-    )  # fmt: skip
-    return done.stdout.strip().splitlines()[-1]
 
 
 def serve(home: Path, **env: str) -> tuple[Server, str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import MODEL, Server, free_port, start_server
+from tests.conftest import MODEL, Server, free_port, start_server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -166,18 +166,8 @@ class Prometheus:
             stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                    return cls(url=url, proc=proc, log=log)
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        proc.kill()
-        raise RuntimeError(f"prometheus did not get ready:\n{log.read_text()}")
+        wait_ready(proc, url + "/-/ready", log, 30, "prometheus")
+        return cls(url=url, proc=proc, log=log)
 
     def stop(self) -> None:
         self.http.close()
