@@ -400,12 +400,23 @@ class RedisSettings(Section):
 
 
 class BatchSettings(Section):
-    """The Batch API: its files (docs/batch.md)."""
+    """The Batch API: its files and the worker that runs batches (docs/batch.md)."""
 
     max_file_bytes: int = Field(
         default=200 * 1024 * 1024, ge=1024, description="the largest file POST /v1/files takes"
     )
     max_lines: int = Field(default=50_000, ge=1, description="the most lines a batch file may have")
+    worker: bool = Field(default=True, description="this replica runs batches (false: it only takes them)")  # fmt: skip
+    concurrency: int = Field(default=8, ge=1, le=256, description="lines of a batch running at once")  # fmt: skip
+    lease_s: float = Field(default=30.0, gt=0, description="a batch's lease: another replica takes it over this long after its holder died")  # fmt: skip
+    check_s: float = Field(default=2.0, gt=0, description="how often a running batch renews its lease and looks for a cancel")  # fmt: skip
+    poll_s: float = Field(default=5.0, gt=0, description="how often an idle worker looks for batches made on other replicas")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _lease_outlives_checks(self) -> BatchSettings:
+        if self.lease_s < 3 * self.check_s:
+            raise ValueError("batch.lease_s must be at least 3 x batch.check_s, or leases run out between renewals")  # fmt: skip
+        return self
 
 
 # flat name of earlier releases -> (section, key)

@@ -15,7 +15,10 @@ from llmux.auth.control import AccessControl
 from llmux.auth.scopes import INFERENCE, routes_with
 from llmux.auth.secrets import Keyring, load_master
 from llmux.auth.tokens import ExternalIssuer
+from llmux.batch.batches import Batches
 from llmux.batch.files import Files, Limits
+from llmux.batch.runner import LineRunner
+from llmux.batch.worker import BatchWorker
 from llmux.config import AuthSettings, Settings
 from llmux.engine.engine import LocalEngine
 from llmux.errors import InvalidRequest, LlmuxError
@@ -41,6 +44,7 @@ from llmux.policies.redaction import Redaction, ScrubLogs
 from llmux.policies.redactor import Redactor
 from llmux.policies.semantic import Semantic
 from llmux.policies.settings import ModerationSettings
+from llmux.storage.batches import SqlBatches
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
 from llmux.storage.files import SqlFiles
@@ -67,6 +71,7 @@ class Services:
     log_filter: ScrubLogs | None = None  # masks personal data in log lines, while served
     metrics: Metrics | None = None  # GET /metrics reads its registry
     files: Files | None = None  # the Batch API's files
+    batches: Batches | None = None  # the Batch API's batches and this replica's worker
     tracing: Tracing | None = None  # its spans are flushed at shutdown
     audit: AuditTrail | None = None  # the audit trail's spool and drainer
 
@@ -97,9 +102,13 @@ class Services:
         if self.quotas is not None:
             self.quotas.start(self.reconcile_s)
         await self.gateway.start()
+        if self.batches is not None:
+            self.batches.start()
 
     async def aclose(self) -> None:
         try:
+            if self.batches is not None:
+                await self.batches.aclose()  # records what finished, hands its lease back
             await self.gateway.aclose()
             if self.access_control is not None:
                 await self.access_control.aclose()
@@ -263,12 +272,13 @@ def build_services(settings: Settings) -> Services:
         scrub=redaction.scrubber if redaction.any_enabled else None,
     )  # fmt: skip
     access = access_control(settings, db)
+    files = build_files(settings, db)
     return Services(
         gateway=gateway, history=history, database=db, access_control=access, quotas=quotas,
         reconcile_s=settings.usage.reconcile_s, moderation=moderation, cache=cache,
         log_filter=log_scrubber(settings, redaction),
         metrics=recorder.m if recorder is not None else None, tracing=tracing, audit=audit,
-        files=build_files(settings, db),
+        files=files, batches=build_batches(settings, db, files, gateway, moderation),
     )  # fmt: skip
 
 
@@ -276,6 +286,19 @@ def build_files(settings: Settings, db: Database) -> Files:
     """The Batch API's files: bytes under ``<home>/files``, rows in ``db``."""
     b = settings.batch
     return Files(settings.home_dir / "files", SqlFiles(db), Limits(b.max_file_bytes, b.max_lines))
+
+
+def build_batches(
+    settings: Settings, db: Database, files: Files, gateway: Gateway, moderation: Moderation
+) -> Batches:
+    """The Batch API's batches, and the worker that runs them here unless ``[batch]
+    worker = false``; their lines go through ``gateway`` like HTTP requests."""
+    repo = SqlBatches(db)
+    worker = None
+    if settings.batch.worker:
+        runner = LineRunner(gateway, moderation, settings.server.reasoning_fields)
+        worker = BatchWorker(repo, files, runner, settings.batch)
+    return Batches(repo, files, worker)
 
 
 def build_metrics(settings: Settings) -> RequestMetrics | None:

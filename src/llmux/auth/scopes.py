@@ -60,7 +60,9 @@ _BY_PATH: dict[str, str] = {
         CONVERSATIONS,
     ),
     **dict.fromkeys(
-        ("/v1/files", "/v1/files/{file_id}", "/v1/files/{file_id}/content"), BATCH
+        ("/v1/files", "/v1/files/{file_id}", "/v1/files/{file_id}/content", "/v1/batches",
+         "/v1/batches/{batch_id}", "/v1/batches/{batch_id}/cancel"),
+        BATCH,
     ),
     "/metrics": METRICS,  # or the [metrics] token (server/access.py)
     "/v1/audit": ADMIN,  # the audit trail under the tutorials' name (/admin/audit)

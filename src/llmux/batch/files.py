@@ -3,9 +3,9 @@
 An upload's bytes go to ``<home>/files/<sha256>``, content-addressed: two uploads of the
 same bytes share one copy, which goes when the last file that names it is deleted. The
 row (``storage/files.py``) says who owns it, its purpose, name, size and line count. A
-``batch`` file must be JSON Lines: UTF-8, one JSON object per non-empty line, at most
-``[batch] max_lines`` lines and ``[batch] max_file_bytes`` bytes; the lines' requests are
-checked when a batch is made from the file. Every caller sees only its own files (another's
+``batch`` file holds one request per non-blank line (JSON Lines), at most ``[batch]
+max_lines`` lines and ``[batch] max_file_bytes`` bytes; the lines themselves are checked
+by the batch that runs them. Every caller sees only its own files (another's
 is 404), as with conversations. Ids begin with the time in milliseconds, so they sort as
 the files were made (lists are ordered by ``created_at``, then id).
 """
@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -49,7 +48,9 @@ def file_object(row: FileRow) -> dict[str, Any]:
 
 
 class JsonLines:
-    """Counts and checks the lines of a ``batch`` file as its bytes pass."""
+    """Counts the lines of a ``batch`` file as its bytes pass. What the lines hold is
+    checked by the batch made from the file (``batch/lines.py``): a line that is not a
+    request goes to that batch's error file, naming its line, and the others run."""
 
     def __init__(self, max_lines: int) -> None:
         self.max_lines = max_lines
@@ -78,15 +79,6 @@ class JsonLines:
                 f"the file has more than {self.max_lines} lines, the most a batch file may have;"
                 " split it into several batches", param="file",
             )  # fmt: skip
-        try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
-            raise InvalidRequest(
-                f"line {self.lines} is not valid JSON (UTF-8); a batch file is JSON Lines:"
-                " one request object per line", param="file",
-            ) from None  # fmt: skip
-        if not isinstance(value, dict):
-            raise InvalidRequest(f"line {self.lines} is not a JSON object", param="file")
 
 
 class Files:
@@ -137,6 +129,39 @@ class Files:
             raise
         return digest.hexdigest(), size, check.lines
 
+    async def write(
+        self, owner: str | None, filename: str, purpose: str, lines: AsyncIterator[str]
+    ) -> FileRow:
+        """A file llmux makes (a batch's output or errors) from its lines, JSON Lines."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        digest, size, count = hashlib.sha256(), 0, 0
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".output-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                page: list[str] = []
+                async for line in lines:
+                    page.append(line)
+                    count += 1
+                    if len(page) == 1000:
+                        size += await asyncio.to_thread(_append, out, digest, page)
+                        page = []
+                size += await asyncio.to_thread(_append, out, digest, page)
+            os.replace(temp, self.path(digest.hexdigest()))
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        row = FileRow(
+            id=f"file-{new_request_id()}", owner=owner, purpose=purpose, filename=filename,
+            bytes=size, sha256=digest.hexdigest(), lines=count, created_at=int(time.time()),
+        )  # fmt: skip
+        await self.repo.add(row)
+        return row
+
+    async def stored(self, file_id: str) -> tuple[FileRow, Path] | None:
+        """A file and where its bytes are, for llmux's own use (no owner check)."""
+        row = await self.repo.get(file_id)
+        return (row, self.path(row.sha256)) if row is not None else None
+
     async def get(self, ctx: RequestContext, file_id: str) -> FileRow:
         row = await self.repo.get(file_id)
         if row is None or not _visible(ctx, row):
@@ -167,6 +192,13 @@ class Files:
 
 def _visible(ctx: RequestContext, row: FileRow) -> bool:
     return owner_of(ctx.principal) in (None, row.owner)
+
+
+def _append(out: IO[bytes], digest: Any, lines: list[str]) -> int:
+    data = "".join(line + "\n" for line in lines).encode()
+    digest.update(data)
+    out.write(data)
+    return len(data)
 
 
 def _chunks(source: IO[bytes]) -> Iterator[bytes]:

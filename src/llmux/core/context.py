@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 Api = Literal["ollama", "openai", "deepseek"]
 PrincipalKind = Literal["anonymous", "user", "key", "client", "token"]
+# who waits for the answer: a person or program now (interactive), or a Batch API line,
+# which the engine admits only after every interactive request (engine/batch.py)
+Priority = Literal["interactive", "batch"]
 
 
 def new_request_id() -> str:
@@ -66,7 +69,8 @@ class RequestContext:
     backend's own time to its first item), ``upstream`` (the member that answered),
     ``traceparent`` (the request's W3C trace context header), ``logged`` (the access log
     wrote the request's line).
-    ``started`` is when the identity layer made the context (``time.perf_counter()``)."""
+    ``started`` is when the identity layer made the context (``time.perf_counter()``).
+    ``priority`` is ``batch`` for the Batch API's lines, which yield to interactive work."""
 
     api: Api
     route: str = ""
@@ -77,6 +81,7 @@ class RequestContext:
     cache_control: str = ""
     facts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     started: float = field(default_factory=time.perf_counter, compare=False, repr=False)
+    priority: Priority = "interactive"
 
     @property
     def internal(self) -> bool:

@@ -43,6 +43,7 @@ from llmux.server.routes import (
     access,
     admin,
     audit,
+    batches,
     conversations,
     deepseek,
     files,
@@ -119,6 +120,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         websocket,
         metrics,
         files,
+        batches,
     )
     for router in routers:
         app.include_router(router.router)

@@ -26,21 +26,10 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmux.errors import InvalidRequest, LlmuxError, MethodNotAllowed, NotFound
+from llmux.protocols.openai.errors import error_object
 
 log = logging.getLogger(__name__)
 
-OPENAI_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",  # as OpenAI answers a wrong key
-    402: "insufficient_quota",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
 INTERNAL = "internal server error; see the server log"
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
@@ -53,16 +42,7 @@ def is_ollama_path(path: str) -> bool:
 def error_body(exc: LlmuxError, path: str) -> dict[str, Any]:
     if is_ollama_path(path):
         return {"error": exc.message}
-    return {
-        "error": {
-            "message": exc.message,
-            "type": OPENAI_TYPES.get(
-                exc.status, "server_error" if exc.status in (502, 503, 504) else "api_error"
-            ),
-            "param": exc.param,
-            "code": exc.code,
-        }
-    }
+    return error_object(exc)
 
 
 def error_response(exc: LlmuxError, path: str) -> Response:

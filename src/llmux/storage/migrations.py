@@ -203,6 +203,27 @@ _FILES = [
 ]
 MIGRATIONS.append({"sqlite": _FILES, "postgresql": _FILES})
 
+# 10: batches (storage/batches.py), with the lease of the replica working one, and one
+# row per finished line, which is how a batch resumes without running a line again
+_BATCHES = [
+    "CREATE TABLE batches (id TEXT PRIMARY KEY, owner TEXT, principal TEXT NOT NULL, "
+    "endpoint TEXT NOT NULL, input_file_id TEXT NOT NULL, completion_window TEXT NOT NULL, "
+    "status TEXT NOT NULL, metadata TEXT, errors TEXT, output_file_id TEXT, "
+    "error_file_id TEXT, total INTEGER NOT NULL DEFAULT 0, "
+    "completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, "
+    "input_tokens BIGINT NOT NULL DEFAULT 0, output_tokens BIGINT NOT NULL DEFAULT 0, "
+    "created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, in_progress_at BIGINT, "
+    "finalizing_at BIGINT, completed_at BIGINT, failed_at BIGINT, expired_at BIGINT, "
+    "cancelling_at BIGINT, cancelled_at BIGINT, "
+    "lease_owner TEXT, lease_until DOUBLE PRECISION)",
+    "CREATE INDEX batches_owner ON batches (owner, created_at)",
+    "CREATE INDEX batches_status ON batches (status)",
+    "CREATE TABLE batch_lines (batch_id TEXT NOT NULL, line INTEGER NOT NULL, "
+    "custom_id TEXT, ok INTEGER NOT NULL, result TEXT NOT NULL, "
+    "PRIMARY KEY (batch_id, line))",
+]
+MIGRATIONS.append({"sqlite": _BATCHES, "postgresql": _BATCHES})
+
 
 def migrate(conn: Connection, dialect: str) -> int:
     """Apply every migration not yet recorded; return the schema version."""

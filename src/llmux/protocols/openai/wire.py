@@ -165,3 +165,12 @@ class ModerationBody(Wire):
         if isinstance(value, list) and not 1 <= len(value) <= MAX_MODERATION_INPUTS:
             raise ValueError(f"`input` takes 1 to {MAX_MODERATION_INPUTS} items")
         return value
+
+
+class BatchBody(Wire):
+    """``POST /v1/batches``."""
+
+    input_file_id: str = Field(min_length=1, max_length=128)
+    endpoint: str
+    completion_window: str = "24h"
+    metadata: dict[str, str] | None = None

@@ -1,0 +1,149 @@
+"""The batch worker: one task per replica that claims batches and takes them through
+their lifecycle, ``validating`` -> ``in_progress`` -> ``finalizing`` -> ``completed``
+(or ``failed``, ``cancelling`` -> ``cancelled``, ``expired``).
+
+It works one batch at a time, holding its lease (``storage/batches.py``) so no other
+replica runs it; with the lease gone (this process died or stalled), another replica,
+or this one restarted, claims it and carries on from the lines recorded. A new batch
+made here wakes the worker at once; batches made on other replicas are found within
+``[batch] poll_s``. Stopping the server records what finished and hands the lease back,
+so a restart resumes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from llmux.batch.batches import principal_from
+from llmux.batch.files import Files
+from llmux.batch.lines import check_file
+from llmux.batch.run import BatchRun, expire_rest
+from llmux.batch.runner import LineRunner
+from llmux.config import BatchSettings
+from llmux.storage.batches import ACTIVE, BatchRow, LeaseLost, SqlBatches, dumps
+
+log = logging.getLogger(__name__)
+
+
+class BatchWorker:
+    def __init__(
+        self, repo: SqlBatches, files: Files, runner: LineRunner, settings: BatchSettings
+    ) -> None:
+        self.repo, self.files, self.runner, self.settings = repo, files, runner, settings
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._run: BatchRun | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="llmux-batch-worker")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def notice(self, batch_id: str) -> None:
+        """A batch changed here (a cancel): the run holding it looks at once."""
+        run = self._run
+        if run is not None and run.row.id == batch_id:
+            run.check_now.set()
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                row = await self.repo.claim(self.name, self.settings.lease_s)
+                if row is not None:
+                    await self._work(row)
+                    continue
+            except Exception:
+                log.exception("batch worker: claiming or working a batch failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
+
+    async def _work(self, row: BatchRow) -> None:
+        log.info("batch %s: working it (%s)", row.id, row.status)
+        try:
+            while row.status in ACTIVE:
+                row = await self._step(row)
+            log.info("batch %s: %s (%d done, %d failed)", row.id, row.status, row.completed, row.failed)  # fmt: skip
+        except LeaseLost:
+            log.warning("batch %s: another replica holds it now", row.id)
+        finally:
+            await asyncio.shield(self.repo.release(row.id, self.name))
+
+    async def _step(self, row: BatchRow) -> BatchRow:
+        """One move through the lifecycle; the batch as it is afterwards."""
+        found = await self.files.stored(row.input_file_id)
+        path = found[1] if found is not None else None
+        if row.status == "cancelling":
+            await self._finish(row, "cancelled")
+        elif row.status == "finalizing":
+            await self._finish(row, "completed")
+        elif path is None or not path.exists():
+            problem = {"code": "file_not_found", "message": f"the input file {row.input_file_id!r} was deleted", "param": "input_file_id", "line": None}  # fmt: skip
+            await self.repo.set_status(row.id, "failed", only_from=(row.status,), errors=dumps([problem]))  # fmt: skip
+        elif time.time() >= row.expires_at:
+            await self._expire(row, path)
+        elif row.status == "validating":
+            await self._validate(row, path)
+        else:
+            await self._lines(row, path)
+        return await self.repo.renew(row.id, self.name, self.settings.lease_s)
+
+    async def _validate(self, row: BatchRow, path: Path) -> None:
+        total, errors, count = await asyncio.to_thread(check_file, path, row.endpoint)
+        if errors:
+            log.info("batch %s: failed validation (%d problems)", row.id, count)
+            await self.repo.set_status(row.id, "failed", only_from=("validating",), errors=dumps(errors))  # fmt: skip
+        else:
+            await self.repo.set_status(row.id, "in_progress", only_from=("validating",), total=total)  # fmt: skip
+
+    async def _lines(self, row: BatchRow, path: Path) -> None:
+        s = self.settings
+        run = BatchRun(
+            self.repo, self.runner, self.name, row, principal_from(row.principal),
+            concurrency=s.concurrency, lease_s=s.lease_s, check_s=s.check_s,
+        )  # fmt: skip
+        self._run = run
+        try:
+            stop = await run.go(path)
+        finally:
+            self._run = None
+        if stop == "lost":
+            raise LeaseLost(row.id)
+        if stop == "done":
+            await self.repo.set_status(row.id, "finalizing", only_from=("in_progress",))
+        elif stop == "expire":
+            await self._expire(row, path)
+        # a cancel: the next step sees "cancelling"
+
+    async def _expire(self, row: BatchRow, path: Path) -> None:
+        await expire_rest(self.repo, self.name, row, path)
+        await self._finish(await self.repo.renew(row.id, self.name, self.settings.lease_s), "expired")  # fmt: skip
+
+    async def _finish(self, row: BatchRow, final: str) -> None:
+        """Write the output and error files from the recorded lines, then ``final``."""
+        row = await self.repo.renew(row.id, self.name, self.settings.lease_s)
+        output = errors = None
+        if row.completed:
+            made = await self.files.write(row.owner, f"{row.id}_output.jsonl", "batch_output", self.repo.results(row.id, ok=True))  # fmt: skip
+            output = made.id
+        if row.failed:
+            made = await self.files.write(row.owner, f"{row.id}_error.jsonl", "batch_output", self.repo.results(row.id, ok=False))  # fmt: skip
+            errors = made.id
+        if await self.repo.set_status(row.id, final, only_from=(row.status,), output_file_id=output, error_file_id=errors):  # fmt: skip
+            await self.repo.drop_lines(row.id)
