@@ -86,11 +86,22 @@ def test_sectioned_environment_beats_a_flat_one(monkeypatch: pytest.MonkeyPatch)
         {"server": {"reasoning_fields": ["thoughts"]}},
         {"engine": {"max_queue": 0}},
         {"engine": {"no_such_key": 1}},
+        {"batch": {"lease_s": 3, "check_s": 2}},
     ],
 )
 def test_bad_values_are_rejected(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         load_settings(**bad)
+
+
+def test_an_unknown_section_in_the_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "llmux.toml"
+    path.write_text('[database]\nurl = "postgresql://db/llmux"\n[engine]\nnum_ctx = 2048\n')
+    with pytest.raises(ValueError, match="unknown section or key 'database'"):
+        load_settings(path)
+    path.write_text('num_ctx = 2048\n[engine]\nmax_queue = 3\n')  # a flat name still works
+    with pytest.warns(DeprecationWarning):
+        assert load_settings(path).engine.num_ctx == 2048
 
 
 def test_missing_file(tmp_path: Path) -> None:

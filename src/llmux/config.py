@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tomllib
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -406,6 +407,7 @@ class BatchSettings(Section):
         default=200 * 1024 * 1024, ge=1024, description="the largest file POST /v1/files takes"
     )
     max_lines: int = Field(default=50_000, ge=1, description="the most lines a batch file may have")
+    file_store: Literal["auto", "disk", "database"] = Field(default="auto", description="where the files' bytes live; auto: the database on PostgreSQL, else the disk")  # fmt: skip
     worker: bool = Field(default=True, description="this replica runs batches (false: it only takes them)")  # fmt: skip
     concurrency: int = Field(default=8, ge=1, le=256, description="lines of a batch running at once")  # fmt: skip
     lease_s: float = Field(default=30.0, gt=0, description="a batch's lease: another replica takes it over this long after its holder died")  # fmt: skip
@@ -585,6 +587,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     toml_path = Path(path).expanduser()
     if not toml_path.is_file():
         raise FileNotFoundError(f"config file {toml_path} does not exist")
+    unknown = sorted(set(tomllib.loads(toml_path.read_text())) - set(Settings.model_fields) - set(FLAT_NAMES))  # fmt: skip
+    if unknown:  # a misspelt section would otherwise be ignored: say so
+        raise ValueError(f"config file {toml_path}: unknown section or key {', '.join(map(repr, unknown))}; see docs/configuration.md")  # fmt: skip
     cls = type(
         "FileSettings",
         (Settings,),

@@ -45,6 +45,7 @@ from llmux.policies.redactor import Redactor
 from llmux.policies.semantic import Semantic
 from llmux.policies.settings import ModerationSettings
 from llmux.storage.batches import SqlBatches
+from llmux.storage.blobs import SqlBlobs
 from llmux.storage.conversations import SqlConversations
 from llmux.storage.database import Database, database_url
 from llmux.storage.files import SqlFiles
@@ -283,9 +284,12 @@ def build_services(settings: Settings) -> Services:
 
 
 def build_files(settings: Settings, db: Database) -> Files:
-    """The Batch API's files: bytes under ``<home>/files``, rows in ``db``."""
+    """The Batch API's files: rows in ``db``, bytes under ``<home>/files`` and, on
+    PostgreSQL (``[batch] file_store``), in ``db`` too, so every replica reads them."""
     b = settings.batch
-    return Files(settings.home_dir / "files", SqlFiles(db), Limits(b.max_file_bytes, b.max_lines))
+    shared = b.file_store == "database" or (b.file_store == "auto" and db.dialect == "postgresql")
+    limits = Limits(b.max_file_bytes, b.max_lines)
+    return Files(settings.home_dir / "files", SqlFiles(db), limits, SqlBlobs(db) if shared else None)
 
 
 def build_batches(

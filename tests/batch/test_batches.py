@@ -15,7 +15,7 @@ import pytest
 from tests.auth.test_access import bearer, call, key_for
 from tests.batch.test_files import client
 from tests.support.fakes import FakeBackend
-from tests.support.inprocess import App, in_process
+from tests.support.inprocess import in_process
 
 QUICK = {"check_s": 0.1, "lease_s": 1.0, "poll_s": 0.1}
 CHAT = "/v1/chat/completions"
@@ -60,7 +60,10 @@ def test_a_chat_batch_runs_to_completed_with_one_output_line_per_custom_id(tmp_p
         oa = client(app)
         made = oa.files.create(file=("r.jsonl", jsonl(*(request(f"t-{i}") for i in range(5)))), purpose="batch")  # fmt: skip
         batch = oa.batches.create(
-            input_file_id=made.id, endpoint=CHAT, completion_window="24h", metadata={"job": "labels"}
+            input_file_id=made.id,
+            endpoint=CHAT,
+            completion_window="24h",
+            metadata={"job": "labels"},
         )
         assert batch.id.startswith("batch_") and batch.status == "validating"
         assert batch.metadata == {"job": "labels"} and batch.expires_at == batch.created_at + 86400
@@ -114,7 +117,10 @@ def test_bad_lines_go_to_the_error_file_naming_their_lines(tmp_path: Path) -> No
         assert sorted(x["custom_id"] for x in lines_of(oa, done.output_file_id)) == ["good-1", "good-2"]  # fmt: skip
         errors = lines_of(oa, done.error_file_id)
         never_ran = {x["error"]["line"]: x for x in errors if x["response"] is None}
-        assert never_ran[2]["error"]["code"] == "invalid_json_line" and never_ran[2]["custom_id"] is None
+        assert (
+            never_ran[2]["error"]["code"] == "invalid_json_line"
+            and never_ran[2]["custom_id"] is None
+        )
         assert never_ran[3]["error"]["code"] == "mismatched_endpoint"
         assert never_ran[5]["custom_id"] == "no-body"
         answered = {x["custom_id"]: x["response"] for x in errors if x["response"] is not None}
@@ -179,11 +185,13 @@ def test_pages_and_bad_requests(tmp_path: Path) -> None:
         assert [b.id for b in oa.batches.list()] == ids[::-1]  # the SDK follows the pages
         assert oa.batches.retrieve(ids[0]).status == "validating"  # no worker here
         made = oa.files.create(file=("r.jsonl", jsonl(request("x"))), purpose="batch")
+        fine = {"input_file_id": made.id, "endpoint": CHAT, "completion_window": "24h"}
         bad = [
-            ({"input_file_id": made.id, "endpoint": "/v1/images", "completion_window": "24h"}, 400, "endpoint"),  # fmt: skip
-            ({"input_file_id": made.id, "endpoint": CHAT, "completion_window": "1h"}, 400, "completion_window"),  # fmt: skip
-            ({"input_file_id": "file-absent", "endpoint": CHAT, "completion_window": "24h"}, 404, "file_id"),  # fmt: skip
-            ({"input_file_id": made.id, "endpoint": CHAT, "metadata": {"k": "v" * 513}}, 400, "metadata"),  # fmt: skip
+            ({**fine, "endpoint": "/v1/images"}, 400, "endpoint"),
+            ({**fine, "completion_window": "1h"}, 400, "completion_window"),
+            ({**fine, "input_file_id": "file-absent"}, 404, "file_id"),
+            ({**fine, "metadata": {"k": "v" * 513}}, 400, "metadata"),
+            ({**fine, "metadata": {f"k{i}": "v" for i in range(17)}}, 400, "metadata"),
             ({"endpoint": CHAT}, 400, None),
         ]
         for body, status, param in bad:
@@ -196,7 +204,9 @@ def test_pages_and_bad_requests(tmp_path: Path) -> None:
         assert app.client.post("/v1/batches/batch_absent/cancel").status_code == 404
 
 
-def test_a_finished_batch_cannot_be_cancelled_and_output_cannot_feed_a_batch(tmp_path: Path) -> None:
+def test_a_finished_batch_cannot_be_cancelled_and_output_cannot_feed_a_batch(
+    tmp_path: Path,
+) -> None:
     with in_process(tmp_path, batch=QUICK) as app:
         oa = client(app)
         done = wait(oa, submit(oa, jsonl(request("x"))).id, "completed")

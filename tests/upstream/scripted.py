@@ -11,6 +11,8 @@ the model name in each request picks the behaviour:
 ``tired``    422 with an OpenAI error body             ``cut``      a body without a length, cut
 ``nochunk``  SSE without chunking, cut after 2 events  ``comments`` keep-alive comments, then closes
 ``held-*``   300 ms per call; :attr:`Scripted.peak` counts how many ran at once
+``paced-*``  20 ms per call (a quick model that still takes a moment)
+:attr:`Scripted.asked` counts the calls per text of the last message, for every model;
 anything else: a short normal answer ("ok from scripted").
 """
 
@@ -34,6 +36,7 @@ class Scripted:
         self.running: Counter[str] = Counter()
         self.peak: Counter[str] = Counter()
         self.bodies: dict[str, dict[str, Any]] = {}
+        self.asked: Counter[str] = Counter()  # calls per last message's text
         self.fail_brk = False
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -76,6 +79,10 @@ class Scripted:
     async def _fault(self, request: web.Request, model: str) -> web.StreamResponse | None:
         """A fault reply for this call, or None to answer normally."""
         self.hits[model] += 1
+        messages = (await request.json()).get("messages") or [{}]
+        self.asked[str(messages[-1].get("content"))] += 1
+        if model.startswith("paced"):
+            await asyncio.sleep(0.02)
         if model.startswith("flaky") and self.hits[model] % 2 == 1:
             return web.json_response(
                 {"error": "slow down"}, status=429, headers={"Retry-After": "1"}

@@ -25,6 +25,7 @@ from typing import IO, Any
 from llmux.core.context import RequestContext, new_request_id
 from llmux.errors import InvalidRequest, NotFound, PayloadTooLarge
 from llmux.history import owner_of
+from llmux.storage.blobs import SqlBlobs
 from llmux.storage.files import FileRow, SqlFiles
 
 PURPOSES = ("batch", "batch_output")  # a client uploads "batch"; llmux writes the outputs
@@ -84,13 +85,43 @@ class JsonLines:
 class Files:
     """The files' bytes on disk and their rows in the database."""
 
-    def __init__(self, root: Path, repo: SqlFiles, limits: Limits) -> None:
+    def __init__(
+        self, root: Path, repo: SqlFiles, limits: Limits, shared: SqlBlobs | None = None
+    ) -> None:
+        """``shared``: the bytes are kept in the database too, and ``root`` is this
+        replica's cache of them (replicas that share a database but no disk)."""
         self.root = root
         self.repo = repo
         self.limits = limits
+        self.shared = shared
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256
+
+    async def local(self, sha256: str) -> Path:
+        """Where the bytes are on this replica's disk, fetched from the database first
+        when they are only there."""
+        path = self.path(sha256)
+        if path.exists() or self.shared is None:
+            return path
+        self.root.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".fetch-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for part in self.shared.parts(sha256):
+                    digest.update(part)
+                    await asyncio.to_thread(out.write, part)
+            if digest.hexdigest() == sha256:
+                os.replace(temp, path)
+        finally:
+            Path(temp).unlink(missing_ok=True)
+        return path
+
+    async def _share(self, sha256: str) -> None:
+        if self.shared is not None:
+            with self.path(sha256).open("rb") as f:
+                await self.shared.put(sha256, f)
 
     async def upload(self, ctx: RequestContext, source: IO[bytes], filename: str, purpose: str) -> FileRow:  # fmt: skip
         if purpose not in UPLOADABLE:
@@ -100,6 +131,7 @@ class Files:
             )
         name = os.path.basename(filename.replace("\\", "/"))[:255] or "upload.jsonl"
         sha256, size, lines = await asyncio.to_thread(self._store, source)
+        await self._share(sha256)
         row = FileRow(
             id=f"file-{new_request_id()}", owner=owner_of(ctx.principal), purpose=purpose,
             filename=name, bytes=size, sha256=sha256, lines=lines, created_at=int(time.time()),
@@ -150,6 +182,7 @@ class Files:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+        await self._share(digest.hexdigest())
         row = FileRow(
             id=f"file-{new_request_id()}", owner=owner, purpose=purpose, filename=filename,
             bytes=size, sha256=digest.hexdigest(), lines=count, created_at=int(time.time()),
@@ -160,7 +193,7 @@ class Files:
     async def stored(self, file_id: str) -> tuple[FileRow, Path] | None:
         """A file and where its bytes are, for llmux's own use (no owner check)."""
         row = await self.repo.get(file_id)
-        return (row, self.path(row.sha256)) if row is not None else None
+        return (row, await self.local(row.sha256)) if row is not None else None
 
     async def get(self, ctx: RequestContext, file_id: str) -> FileRow:
         row = await self.repo.get(file_id)
@@ -184,10 +217,15 @@ class Files:
         row = await self.get(ctx, file_id)
         if await self.repo.remove(row.id) == 0:
             self.path(row.sha256).unlink(missing_ok=True)
+            if self.shared is not None:
+                await self.shared.drop(row.sha256)
 
     async def content(self, ctx: RequestContext, file_id: str) -> tuple[FileRow, Path]:
         row = await self.get(ctx, file_id)
-        return row, self.path(row.sha256)
+        path = await self.local(row.sha256)
+        if not path.exists():
+            raise NotFound(f"the bytes of file {file_id!r} are gone from this server's disk", param="file_id")  # fmt: skip
+        return row, path
 
 
 def _visible(ctx: RequestContext, row: FileRow) -> bool:

@@ -94,7 +94,12 @@ class BatchWorker:
         elif row.status == "finalizing":
             await self._finish(row, "completed")
         elif path is None or not path.exists():
-            problem = {"code": "file_not_found", "message": f"the input file {row.input_file_id!r} was deleted", "param": "input_file_id", "line": None}  # fmt: skip
+            message = (
+                f"the input file {row.input_file_id!r} was deleted" if path is None else
+                f"the bytes of input file {row.input_file_id!r} are not on this replica's disk;"
+                " replicas without a shared disk keep them in the database ([batch] file_store)"
+            )  # fmt: skip
+            problem = {"code": "file_not_found", "message": message, "param": "input_file_id", "line": None}  # fmt: skip
             await self.repo.set_status(row.id, "failed", only_from=(row.status,), errors=dumps([problem]))  # fmt: skip
         elif time.time() >= row.expires_at:
             await self._expire(row, path)

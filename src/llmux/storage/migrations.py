@@ -224,6 +224,14 @@ _BATCHES = [
 ]
 MIGRATIONS.append({"sqlite": _BATCHES, "postgresql": _BATCHES})
 
+# 11: the files' bytes in the database, in parts, for replicas that share no disk
+MIGRATIONS.append({
+    "sqlite": ["CREATE TABLE file_blobs (sha256 TEXT NOT NULL, part INTEGER NOT NULL, "
+               "data BLOB NOT NULL, PRIMARY KEY (sha256, part))"],
+    "postgresql": ["CREATE TABLE file_blobs (sha256 TEXT NOT NULL, part INTEGER NOT NULL, "
+                   "data BYTEA NOT NULL, PRIMARY KEY (sha256, part))"],
+})  # fmt: skip
+
 
 def migrate(conn: Connection, dialect: str) -> int:
     """Apply every migration not yet recorded; return the schema version."""
