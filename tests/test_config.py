@@ -99,7 +99,7 @@ def test_an_unknown_section_in_the_file_is_an_error(tmp_path: Path) -> None:
     path.write_text('[database]\nurl = "postgresql://db/llmux"\n[engine]\nnum_ctx = 2048\n')
     with pytest.raises(ValueError, match="unknown section or key 'database'"):
         load_settings(path)
-    path.write_text('num_ctx = 2048\n[engine]\nmax_queue = 3\n')  # a flat name still works
+    path.write_text("num_ctx = 2048\n[engine]\nmax_queue = 3\n")  # a flat name still works
     with pytest.warns(DeprecationWarning):
         assert load_settings(path).engine.num_ctx == 2048
 

@@ -289,7 +289,9 @@ def build_files(settings: Settings, db: Database) -> Files:
     b = settings.batch
     shared = b.file_store == "database" or (b.file_store == "auto" and db.dialect == "postgresql")
     limits = Limits(b.max_file_bytes, b.max_lines)
-    return Files(settings.home_dir / "files", SqlFiles(db), limits, SqlBlobs(db) if shared else None)
+    return Files(
+        settings.home_dir / "files", SqlFiles(db), limits, SqlBlobs(db) if shared else None
+    )
 
 
 def build_batches(
