@@ -403,12 +403,11 @@ class RedisSettings(Section):
 class BatchSettings(Section):
     """The Batch API: its files and the worker that runs batches (docs/batch.md)."""
 
-    max_file_bytes: int = Field(
-        default=200 * 1024 * 1024, ge=1024, description="the largest file POST /v1/files takes"
-    )
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1024, description="the largest file POST /v1/files takes")  # fmt: skip
     max_lines: int = Field(default=50_000, ge=1, description="the most lines a batch file may have")
     file_store: Literal["auto", "disk", "database"] = Field(default="auto", description="where the files' bytes live; auto: the database on PostgreSQL, else the disk")  # fmt: skip
     worker: bool = Field(default=True, description="this replica runs batches (false: it only takes them)")  # fmt: skip
+    parallel: int = Field(default=2, ge=1, le=64, description="batches one replica works at once")  # fmt: skip
     concurrency: int = Field(default=8, ge=1, le=256, description="lines of a batch running at once")  # fmt: skip
     lease_s: float = Field(default=30.0, gt=0, description="a batch's lease: another replica takes it over this long after its holder died")  # fmt: skip
     check_s: float = Field(default=2.0, gt=0, description="how often a running batch renews its lease and looks for a cancel")  # fmt: skip

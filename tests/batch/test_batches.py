@@ -249,3 +249,18 @@ def test_other_endpoints(tmp_path: Path, endpoint: str) -> None:
         assert out["response"]["status_code"] == 200
         kind = out["response"]["body"].get("object") or "results"
         assert kind in ("text_completion", "results") and (kind != "results" or out["response"]["body"]["results"])  # fmt: skip
+
+
+def test_a_short_batch_does_not_wait_for_a_long_one(tmp_path: Path) -> None:
+    backend = FakeBackend(model_names=("fake:latest", "slow:latest"))
+    for _ in range(60):
+        backend.reply("a", delay_s=0.05)
+    with in_process(tmp_path, backend=backend, batch={**QUICK, "concurrency": 1}) as app:
+        oa = client(app)
+        long = submit(oa, jsonl(*(request(f"l-{i}") for i in range(60))))
+        wait(oa, long.id, "in_progress")
+        short = submit(oa, jsonl(request("s-1")))
+        assert wait(oa, short.id, "completed").status == "completed"
+        assert oa.batches.retrieve(long.id).status == "in_progress"
+        oa.batches.cancel(long.id)
+        wait(oa, long.id, "cancelled")

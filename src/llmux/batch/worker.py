@@ -1,8 +1,8 @@
-"""The batch worker: one task per replica that claims batches and takes them through
-their lifecycle, ``validating`` -> ``in_progress`` -> ``finalizing`` -> ``completed``
+"""The batch worker: ``[batch] parallel`` tasks per replica that claim batches and take
+them through their lifecycle, ``validating`` -> ``in_progress`` -> ``finalizing`` -> ``completed``
 (or ``failed``, ``cancelling`` -> ``cancelled``, ``expired``).
 
-It works one batch at a time, holding its lease (``storage/batches.py``) so no other
+Each task works one batch at a time, holding its lease (``storage/batches.py``) so no other
 replica runs it; with the lease gone (this process died or stalled), another replica,
 or this one restarted, claims it and carries on from the lines recorded. A new batch
 made here wakes the worker at once; batches made on other replicas are found within
@@ -38,32 +38,35 @@ class BatchWorker:
         self.repo, self.files, self.runner, self.settings = repo, files, runner, settings
         self.name = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._run: BatchRun | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runs: dict[str, BatchRun] = {}  # batch id -> its run, while lines run
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="llmux-batch-worker")
+        """``[batch] parallel`` loops, each working one batch at a time, so a long
+        batch does not hold up everyone else's."""
+        self._tasks = [
+            asyncio.create_task(self._loop(), name=f"llmux-batch-worker-{i}")
+            for i in range(self.settings.parallel)
+        ]
 
     def wake(self) -> None:
         self._wake.set()
 
     def notice(self, batch_id: str) -> None:
         """A batch changed here (a cancel): the run holding it looks at once."""
-        run = self._run
-        if run is not None and run.row.id == batch_id:
+        run = self._runs.get(batch_id)
+        if run is not None:
             run.check_now.set()
         self._wake.set()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     async def _loop(self) -> None:
         while True:
-            self._wake.clear()
             try:
                 row = await self.repo.claim(self.name, self.settings.lease_s)
                 if row is not None:
@@ -73,6 +76,7 @@ class BatchWorker:
                 log.exception("batch worker: claiming or working a batch failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
+            self._wake.clear()
 
     async def _work(self, row: BatchRow) -> None:
         log.info("batch %s: working it (%s)", row.id, row.status)
@@ -123,11 +127,11 @@ class BatchWorker:
             self.repo, self.runner, self.name, row, principal_from(row.principal),
             concurrency=s.concurrency, lease_s=s.lease_s, check_s=s.check_s,
         )  # fmt: skip
-        self._run = run
+        self._runs[row.id] = run
         try:
             stop = await run.go(path)
         finally:
-            self._run = None
+            self._runs.pop(row.id, None)
         if stop == "lost":
             raise LeaseLost(row.id)
         if stop == "done":

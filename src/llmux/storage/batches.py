@@ -186,7 +186,7 @@ class SqlBatches:
         free = or_(batches.c.lease_until.is_(None), batches.c.lease_until < now)
         pick = (
             select(batches.c.id)
-            .where(batches.c.status.in_(ACTIVE), or_(free, batches.c.lease_owner == worker))
+            .where(batches.c.status.in_(ACTIVE), free)
             .order_by(batches.c.created_at, batches.c.id)
             .limit(1)
         )
@@ -198,7 +198,7 @@ class SqlBatches:
                 return None
             took = await conn.execute(
                 update(batches)
-                .where(batches.c.id == found[0], or_(free, batches.c.lease_owner == worker))
+                .where(batches.c.id == found[0], free)
                 .values(lease_owner=worker, lease_until=now + lease_s)
             )
             if not took.rowcount:
