@@ -279,7 +279,7 @@ def build_services(settings: Settings) -> Services:
         reconcile_s=settings.usage.reconcile_s, moderation=moderation, cache=cache,
         log_filter=log_scrubber(settings, redaction),
         metrics=recorder.m if recorder is not None else None, tracing=tracing, audit=audit,
-        files=files, batches=build_batches(settings, db, files, gateway, moderation),
+        files=files, batches=build_batches(settings, db, files, gateway, moderation, access),
     )  # fmt: skip
 
 
@@ -295,15 +295,22 @@ def build_files(settings: Settings, db: Database) -> Files:
 
 
 def build_batches(
-    settings: Settings, db: Database, files: Files, gateway: Gateway, moderation: Moderation
+    settings: Settings,
+    db: Database,
+    files: Files,
+    gateway: Gateway,
+    moderation: Moderation,
+    access: AccessControl | None,
 ) -> Batches:
     """The Batch API's batches, and the worker that runs them here unless ``[batch]
-    worker = false``; their lines go through ``gateway`` like HTTP requests."""
+    worker = false``; their lines go through ``gateway`` like HTTP requests, and a
+    batch whose key is revoked (``access``) is cancelled."""
     repo = SqlBatches(db)
     worker = None
     if settings.batch.worker:
         runner = LineRunner(gateway, moderation, settings.server.reasoning_fields)
-        worker = BatchWorker(repo, files, runner, settings.batch)
+        revoked = access.revoked if access is not None else None
+        worker = BatchWorker(repo, files, runner, settings.batch, revoked)
     return Batches(repo, files, worker)
 
 

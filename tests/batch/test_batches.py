@@ -253,14 +253,35 @@ def test_other_endpoints(tmp_path: Path, endpoint: str) -> None:
 
 def test_a_short_batch_does_not_wait_for_a_long_one(tmp_path: Path) -> None:
     backend = FakeBackend(model_names=("fake:latest", "slow:latest"))
-    for _ in range(60):
+    for _ in range(1000):  # 50 s of lines one at a time: the short batch is done long before
         backend.reply("a", delay_s=0.05)
     with in_process(tmp_path, backend=backend, batch={**QUICK, "concurrency": 1}) as app:
         oa = client(app)
-        long = submit(oa, jsonl(*(request(f"l-{i}") for i in range(60))))
+        long = submit(oa, jsonl(*(request(f"l-{i}") for i in range(1000))))
         wait(oa, long.id, "in_progress")
         short = submit(oa, jsonl(request("s-1")))
         assert wait(oa, short.id, "completed").status == "completed"
         assert oa.batches.retrieve(long.id).status == "in_progress"
         oa.batches.cancel(long.id)
         wait(oa, long.id, "cancelled")
+
+
+def test_revoking_the_key_that_made_a_batch_cancels_it(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    for _ in range(100):
+        backend.reply("a", delay_s=0.05)
+    settings = {"auth": {"mode": "on", "max_failures": 1000}, "batch": {**QUICK, "concurrency": 1}}
+    with in_process(tmp_path, backend=backend, **settings) as app:
+        alice = call(app, app.access.add_user, "alice", "correct horse battery", "user")
+        key, text = call(app, app.access.create_key, alice)
+        oa = client(app, text)
+        batch = submit(oa, jsonl(*(request(f"r-{i}") for i in range(100))))
+        wait(oa, batch.id, "in_progress")
+        call(app, app.access.revoke_key, key.id)
+        other = client(app, key_for(app, alice))  # her other key still sees her batch
+        done = wait(other, batch.id, "cancelled")
+        assert done.errors is not None and done.errors.data is not None
+        assert [e.code for e in done.errors.data] == ["credential_revoked"]
+        assert "revoked" in (done.errors.data[0].message or "")
+        counts = done.request_counts
+        assert counts is not None and counts.completed < 100

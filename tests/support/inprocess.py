@@ -142,7 +142,7 @@ def in_process(
     )  # fmt: skip
     services.metrics = recorder.m if recorder is not None else None
     services.files = build_files(config, db)
-    services.batches = build_batches(config, db, services.files, gateway, moderation)
+    services.batches = build_batches(config, db, services.files, gateway, moderation, access)
     app = create_app(config, services)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
         yield App(client, backend, gateway, config, access, quota, trail)

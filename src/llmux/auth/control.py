@@ -299,6 +299,29 @@ class AccessControl(Management):
             user_id=owner.id,
         )
 
+    async def revoked(self, principal: Principal) -> str | None:
+        """Why a principal that was valid when it made something (a batch) may no longer
+        act: its key or client revoked or expired, its user disabled or gone. None while
+        it may; external tokens are not checked again (their issuer decides)."""
+        user_id = principal.user_id
+        if principal.kind == "key" and principal.id is not None:
+            key = await self.repo.key(principal.id)
+            if key is None or key.revoked_at is not None:
+                return "the API key that made it has been revoked"
+            if key.expires_at is not None and key.expires_at <= time.time():
+                return "the API key that made it has expired"
+        elif principal.kind == "client" and principal.id is not None:
+            client = await self.repo.client(principal.id)
+            if client is None or client.revoked_at is not None:
+                return "the OAuth2 client that made it has been revoked"
+        elif principal.kind == "user":
+            user_id = principal.id
+        if principal.kind != "token" and user_id is not None:
+            user = await self.repo.user(user_id)
+            if user is None or user.disabled:
+                return "the user who made it is disabled"
+        return None
+
     # -- UI sessions ------------------------------------------------------------------
 
     async def open_session(self, user: User) -> tuple[str, str]:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from itertools import islice
 from pathlib import Path
 from typing import Literal
@@ -30,10 +30,12 @@ from llmux.batch.runner import LineRunner
 from llmux.core.context import Principal, RequestContext, new_request_id
 from llmux.errors import LlmuxError, RateLimited, ServerBusy
 from llmux.protocols.openai.errors import error_object
-from llmux.storage.batches import BatchRow, LeaseLost, LineResult, SqlBatches
+from llmux.storage.batches import BatchRow, LeaseLost, LineResult, SqlBatches, dumps
 
 log = logging.getLogger(__name__)
 Stop = Literal["done", "cancel", "expire", "lost"]
+# why the batch's principal may no longer act (a revoked key, a disabled user), or None
+Revoked = Callable[[Principal], Awaitable[str | None]]
 PAGE = 256  # lines read from the file at a time
 FLUSH_LINES = 64  # finished lines recorded together at most
 FLUSH_S = 0.5  # and at least this often
@@ -53,9 +55,10 @@ class BatchRun:
         concurrency: int,
         lease_s: float,
         check_s: float,
+        revoked: Revoked | None = None,
     ) -> None:
         self.repo, self.runner, self.worker, self.row = repo, runner, worker, row
-        self.principal = principal
+        self.principal, self.revoked = principal, revoked
         self.concurrency, self.lease_s, self.check_s = concurrency, lease_s, check_s
         self.stop: Stop | None = None
         self.check_now = asyncio.Event()  # set on a cancel from this replica
@@ -111,10 +114,19 @@ class BatchRun:
             except Exception:
                 log.exception("batch %s: renewing its lease failed", self.row.id)
                 continue
-            if row.status == "cancelling":
+            if row.status == "cancelling" or await self._revoked():
                 self._halt("cancel")
             elif time.time() >= row.expires_at:
                 self._halt("expire")
+
+    async def _revoked(self) -> bool:
+        """Cancel the batch when its principal may no longer act."""
+        reason = await self.revoked(self.principal) if self.revoked is not None else None
+        if reason is None:
+            return False
+        log.warning("batch %s: cancelled: %s", self.row.id, reason)
+        await cancel_revoked(self.repo, self.row, reason)
+        return True
 
     async def _line(self, line: Line) -> None:
         if line.problem is not None:
@@ -191,6 +203,11 @@ async def pending(path: Path, endpoint: str, done: set[int]) -> AsyncGenerator[L
                 yield line
     finally:
         lines.close()
+
+
+async def cancel_revoked(repo: SqlBatches, row: BatchRow, reason: str) -> None:
+    error = {"code": "credential_revoked", "message": f"cancelled: {reason}", "param": None, "line": None}  # fmt: skip
+    await repo.set_status(row.id, "cancelling", only_from=("validating", "in_progress"), errors=dumps([error]))  # fmt: skip
 
 
 async def expire_rest(repo: SqlBatches, worker: str, row: BatchRow, path: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from llmux.batch.batches import principal_from
 from llmux.batch.files import Files
 from llmux.batch.lines import check_file
-from llmux.batch.run import BatchRun, expire_rest
+from llmux.batch.run import BatchRun, Revoked, cancel_revoked, expire_rest
 from llmux.batch.runner import LineRunner
 from llmux.config import BatchSettings
 from llmux.storage.batches import ACTIVE, BatchRow, LeaseLost, SqlBatches, dumps
@@ -33,9 +33,17 @@ log = logging.getLogger(__name__)
 
 class BatchWorker:
     def __init__(
-        self, repo: SqlBatches, files: Files, runner: LineRunner, settings: BatchSettings
+        self,
+        repo: SqlBatches,
+        files: Files,
+        runner: LineRunner,
+        settings: BatchSettings,
+        revoked: Revoked | None = None,
     ) -> None:
+        """``revoked``: why a batch's principal may no longer act (the batch is then
+        cancelled), checked as the batch starts and whenever its lease is renewed."""
         self.repo, self.files, self.runner, self.settings = repo, files, runner, settings
+        self.revoked = revoked
         self.name = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -107,11 +115,16 @@ class BatchWorker:
             await self.repo.set_status(row.id, "failed", only_from=(row.status,), errors=dumps([problem]))  # fmt: skip
         elif time.time() >= row.expires_at:
             await self._expire(row, path)
+        elif reason := await self._revoked(row):
+            await cancel_revoked(self.repo, row, reason)
         elif row.status == "validating":
             await self._validate(row, path)
         else:
             await self._lines(row, path)
         return await self.repo.renew(row.id, self.name, self.settings.lease_s)
+
+    async def _revoked(self, row: BatchRow) -> str | None:
+        return await self.revoked(principal_from(row.principal)) if self.revoked else None
 
     async def _validate(self, row: BatchRow, path: Path) -> None:
         total, errors, count = await asyncio.to_thread(check_file, path, row.endpoint)
@@ -125,7 +138,7 @@ class BatchWorker:
         s = self.settings
         run = BatchRun(
             self.repo, self.runner, self.name, row, principal_from(row.principal),
-            concurrency=s.concurrency, lease_s=s.lease_s, check_s=s.check_s,
+            concurrency=s.concurrency, lease_s=s.lease_s, check_s=s.check_s, revoked=self.revoked,
         )  # fmt: skip
         self._runs[row.id] = run
         try:
