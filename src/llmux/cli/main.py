@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from llmux import __version__
-from llmux.cli import access, audit, conversations, models, quotas
+from llmux.cli import access, audit, batch, conversations, models, quotas
 from llmux.cli.common import (
     ConfigOpt,
     OptionOpt,
@@ -221,6 +221,7 @@ app.add_typer(conversations.app, name="conversations")
 access.register(app)
 quotas.register(app)
 audit.register(app)
+batch.register(app)
 
 
 def main() -> None:

@@ -2,10 +2,13 @@
 
 Shaped like the official ``ollama`` client (``chat``, ``generate``, ``embed``, ``list``,
 ``show``, ``ps``, ``pull``, ``push``, ``create``, ``copy``, ``delete``, ``version``) plus
-``client.conversations`` for server-kept chat histories. See ``docs/sdk.md``.
+``client.conversations`` for server-kept chat histories and ``client.files`` and
+``client.batches`` for the Batch API. See ``docs/sdk.md`` and ``docs/batch.md``.
 """
 
 from llmux.client.aio import AsyncClient, AsyncConversations, AsyncStream
+from llmux.client.batch_aio import AsyncBatches, AsyncFiles
+from llmux.client.batch_sync import Batches, Files
 from llmux.client.errors import (
     AuthenticationError,
     CircuitOpenError,
@@ -18,10 +21,20 @@ from llmux.client.errors import (
 from llmux.client.resilience import CircuitBreaker, RetryPolicy
 from llmux.client.sync import Client, Conversations, Stream
 from llmux.client.types import (
+    TERMINAL_STATUSES,
+    Batch,
+    BatchError,
+    BatchErrors,
+    BatchList,
+    BatchRequestCounts,
+    BatchUsage,
     ChatResponse,
     Conversation,
     ConversationDetail,
     EmbedResponse,
+    FileDeleted,
+    FileList,
+    FileObject,
     GenerateResponse,
     ListResponse,
     Message,
@@ -35,10 +48,20 @@ from llmux.client.types import (
 )
 
 __all__ = [
+    "TERMINAL_STATUSES",
+    "AsyncBatches",
     "AsyncClient",
     "AsyncConversations",
+    "AsyncFiles",
     "AsyncStream",
     "AuthenticationError",
+    "Batch",
+    "BatchError",
+    "BatchErrors",
+    "BatchList",
+    "BatchRequestCounts",
+    "BatchUsage",
+    "Batches",
     "ChatResponse",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -48,6 +71,10 @@ __all__ = [
     "ConversationDetail",
     "Conversations",
     "EmbedResponse",
+    "FileDeleted",
+    "FileList",
+    "FileObject",
+    "Files",
     "GenerateResponse",
     "ListResponse",
     "Message",

@@ -16,6 +16,7 @@ import httpx
 from llmux.client import calls
 from llmux.client import types as t
 from llmux.client.base import ClientBase, finish, parse_line
+from llmux.client.batch_aio import AsyncBatches, AsyncFiles
 from llmux.client.errors import transport_error
 
 T = TypeVar("T")
@@ -66,10 +67,14 @@ class AsyncClient(ClientBase):
 
     _http: httpx.AsyncClient
     conversations: AsyncConversations
+    files: AsyncFiles
+    batches: AsyncBatches
 
     def _setup(self, httpx_options: dict[str, Any]) -> None:
         self._http = httpx.AsyncClient(timeout=self.timeout, **httpx_options)
         self.conversations = AsyncConversations(self)
+        self.files = AsyncFiles(self)
+        self.batches = AsyncBatches(self)
 
     async def close(self) -> None:
         await self._http.aclose()

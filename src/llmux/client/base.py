@@ -97,6 +97,8 @@ class ClientBase:
             self.base_url + call.path,
             params=call.params,
             json=call.json,
+            files=call.files,
+            data=call.data,
             headers=self.headers,
         )
 

@@ -100,6 +100,8 @@ class Call(Generic[T]):
     params: Mapping[str, Any] | None = None
     stream: bool = False
     text: bool = False  # the answer is a document, handed back as ``str``
+    files: Mapping[str, Any] | None = None  # a multipart upload (with ``data`` fields)
+    data: Mapping[str, str] | None = None
 
 
 def _model(cls: type[T]) -> Callable[[Any], T]:

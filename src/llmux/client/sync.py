@@ -13,6 +13,7 @@ import httpx
 from llmux.client import calls
 from llmux.client import types as t
 from llmux.client.base import ClientBase, finish, parse_line
+from llmux.client.batch_sync import Batches, Files
 from llmux.client.errors import transport_error
 
 T = TypeVar("T")
@@ -62,10 +63,14 @@ class Client(ClientBase):
 
     _http: httpx.Client
     conversations: Conversations
+    files: Files
+    batches: Batches
 
     def _setup(self, httpx_options: dict[str, Any]) -> None:
         self._http = httpx.Client(timeout=self.timeout, **httpx_options)
         self.conversations = Conversations(self)
+        self.files = Files(self)
+        self.batches = Batches(self)
 
     def close(self) -> None:
         self._http.close()

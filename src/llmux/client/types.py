@@ -187,3 +187,105 @@ class StoredMessage(Record):
 
 class ConversationDetail(Conversation):
     messages: list[StoredMessage] = Field(default_factory=list)
+
+
+# the Batch API (docs/batch.md): files and batches, in OpenAI's shapes
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+class FileObject(Record):
+    """An uploaded file, or one llmux wrote (purpose ``batch_output``)."""
+
+    id: str
+    object: str = "file"
+    bytes: int = 0
+    created_at: int | None = None
+    filename: str = ""
+    purpose: str = ""
+    status: str | None = None
+
+
+class FileList(Record):
+    """One page of files, newest first unless asked otherwise."""
+
+    object: str = "list"
+    data: list[FileObject] = Field(default_factory=list)
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class FileDeleted(Record):
+    id: str
+    object: str = "file"
+    deleted: bool = False
+
+
+class BatchError(Record):
+    """Why a batch failed validation; ``line`` is the input file's line (from 1)."""
+
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(Record):
+    object: str = "list"
+    data: list[BatchError] = Field(default_factory=list)
+
+
+class BatchRequestCounts(Record):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchUsage(Record):
+    """Tokens the batch's requests used so far."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Batch(Record):
+    """A batch: its status, counts, files and timestamps (unix seconds or ``None``)."""
+
+    id: str
+    object: str = "batch"
+    endpoint: str = ""
+    errors: BatchErrors | None = None
+    input_file_id: str = ""
+    completion_window: str = "24h"
+    status: str = ""
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int | None = None
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: BatchRequestCounts = Field(default_factory=BatchRequestCounts)
+    metadata: dict[str, str] | None = None
+    usage: BatchUsage | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the status is terminal: completed, failed, expired or cancelled."""
+        return self.status in TERMINAL_STATUSES
+
+
+class BatchList(Record):
+    """One page of batches, newest first."""
+
+    object: str = "list"
+    data: list[Batch] = Field(default_factory=list)
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False

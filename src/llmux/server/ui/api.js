@@ -1,5 +1,5 @@
-// The server API the UI uses: the model list and the conversations extension
-// (docs/conversations.md). URLs are relative to the page (/ui/ -> ../api/...), so the
+// The server API the UI uses: the model list, the conversations extension
+// (docs/conversations.md) and the Batch API (docs/batch.md). URLs are relative to the page (/ui/ -> ../api/...), so the
 // UI also works behind a reverse proxy that adds a path prefix.
 
 export class ApiError extends Error {
@@ -88,6 +88,14 @@ export const api = {
   budgets: () => json("GET", "admin/budgets"),
   setBudget: (fields) => json("POST", "admin/budgets", { body: fields }),
   removeBudget: (id) => json("DELETE", `admin/budgets/${encodeURIComponent(id)}`),
+  // the Batch API (docs/batch.md): the caller's batches, newest first, and their files
+  batches: (after = "") => {
+    const query = new URLSearchParams({ limit: "100" });
+    if (after) query.set("after", after);
+    return json("GET", `v1/batches?${query}`);
+  },
+  cancelBatch: (id) => json("POST", `v1/batches/${encodeURIComponent(id)}/cancel`),
+  fileUrl: (id) => url(`v1/files/${encodeURIComponent(id)}/content`),
   list: async (q = "", { signal } = {}) => {
     const query = new URLSearchParams({ limit: "100" });
     if (q) query.set("q", q);
