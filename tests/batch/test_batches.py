@@ -285,3 +285,18 @@ def test_revoking_the_key_that_made_a_batch_cancels_it(tmp_path: Path) -> None:
         assert "revoked" in (done.errors.data[0].message or "")
         counts = done.request_counts
         assert counts is not None and counts.completed < 100
+
+
+def test_a_50000_line_file_validates(tmp_path: Path) -> None:
+    lines = [request(f"t-{i}") for i in range(50_000)]
+    with in_process(tmp_path, batch={**QUICK, "concurrency": 1}) as app:
+        oa = client(app)
+        running = wait(oa, submit(oa, jsonl(*lines)).id, "in_progress", "failed", within=120)
+        assert running.status == "in_progress"
+        assert running.request_counts is not None and running.request_counts.total == 50_000
+        oa.batches.cancel(running.id)
+        wait(oa, running.id, "cancelled")
+        lines[-1] = request("t-7")  # the last line repeats the eighth: found at the end
+        failed = wait(oa, submit(oa, jsonl(*lines)).id, "failed", "in_progress", within=120)
+        assert failed.errors is not None and failed.errors.data is not None
+        assert [(e.code, e.line) for e in failed.errors.data] == [("duplicate_custom_id", 50_000)]
