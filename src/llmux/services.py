@@ -274,12 +274,15 @@ def build_services(settings: Settings) -> Services:
     )  # fmt: skip
     access = access_control(settings, db)
     files = build_files(settings, db)
+    batches = build_batches(settings, db, files, gateway, moderation, access)
+    if recorder is not None and batches.worker is not None:
+        recorder.watch_batches(batches.worker)
     return Services(
         gateway=gateway, history=history, database=db, access_control=access, quotas=quotas,
         reconcile_s=settings.usage.reconcile_s, moderation=moderation, cache=cache,
         log_filter=log_scrubber(settings, redaction),
         metrics=recorder.m if recorder is not None else None, tracing=tracing, audit=audit,
-        files=files, batches=build_batches(settings, db, files, gateway, moderation, access),
+        files=files, batches=batches,
     )  # fmt: skip
 
 

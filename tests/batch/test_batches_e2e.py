@@ -23,6 +23,7 @@ import pytest
 
 from tests.batch.test_batches import jsonl, wait
 from tests.conftest import MODEL, Server, start_server
+from tests.support.scrape import scrape, value
 from tests.upstream.scripted import Scripted
 
 LEASE = {"lease_s": 3.0, "check_s": 0.5, "poll_s": 0.5}
@@ -122,6 +123,11 @@ def test_chat_and_embeddings_batches_on_the_model_and_an_upstream(gateway: Serve
                 assert body["choices"][0]["message"]["role"] == "assistant"
                 assert 1 <= body["usage"]["completion_tokens"] <= 4
         assert done.usage is not None and done.usage.input_tokens > 0
+    with gateway.client() as http:
+        samples = scrape(http)
+    assert value(samples, "llmux_batch_lines_completed_total") >= 8
+    assert value(samples, "llmux_batches_running") == 0
+    assert value(samples, "llmux_requests_total", route="/v1/embeddings") >= 4  # lines are requests
 
 
 def test_sigkill_in_the_middle_of_a_2000_line_batch(tmp_path: Path, scripted: Scripted) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,14 @@ MAX_WAIT_S = 30.0  # the longest wait before a refused line runs again
 INTERNAL = "internal error while running the line; see the server log"
 
 
+@dataclass(slots=True)
+class Tally:
+    """Lines this replica recorded, for the metrics (``llmux_batch_lines_total``)."""
+
+    completed: int = 0
+    failed: int = 0
+
+
 class BatchRun:
     def __init__(
         self,
@@ -56,8 +65,10 @@ class BatchRun:
         lease_s: float,
         check_s: float,
         revoked: Revoked | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self.repo, self.runner, self.worker, self.row = repo, runner, worker, row
+        self.tally = tally if tally is not None else Tally()
         self.principal, self.revoked = principal, revoked
         self.concurrency, self.lease_s, self.check_s = concurrency, lease_s, check_s
         self.stop: Stop | None = None
@@ -184,6 +195,9 @@ class BatchRun:
             except BaseException:
                 self._buffer[:0] = taken
                 raise
+            ok = sum(1 for r in taken if r.ok)
+            self.tally.completed += ok
+            self.tally.failed += len(taken) - ok
 
 
 async def pending(path: Path, endpoint: str, done: set[int]) -> AsyncGenerator[Line]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from llmux.batch.batches import principal_from
 from llmux.batch.files import Files
 from llmux.batch.lines import check_file
-from llmux.batch.run import BatchRun, Revoked, cancel_revoked, expire_rest
+from llmux.batch.run import BatchRun, Revoked, Tally, cancel_revoked, expire_rest
 from llmux.batch.runner import LineRunner
 from llmux.config import BatchSettings
 from llmux.storage.batches import ACTIVE, BatchRow, LeaseLost, SqlBatches, dumps
@@ -44,6 +44,7 @@ class BatchWorker:
         cancelled), checked as the batch starts and whenever its lease is renewed."""
         self.repo, self.files, self.runner, self.settings = repo, files, runner, settings
         self.revoked = revoked
+        self.tally = Tally()  # lines recorded here, read by the metrics
         self.name = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -56,6 +57,11 @@ class BatchWorker:
             asyncio.create_task(self._loop(), name=f"llmux-batch-worker-{i}")
             for i in range(self.settings.parallel)
         ]
+
+    @property
+    def running(self) -> int:
+        """Batches whose lines run here now."""
+        return len(self._runs)
 
     def wake(self) -> None:
         self._wake.set()
@@ -139,6 +145,7 @@ class BatchWorker:
         run = BatchRun(
             self.repo, self.runner, self.name, row, principal_from(row.principal),
             concurrency=s.concurrency, lease_s=s.lease_s, check_s=s.check_s, revoked=self.revoked,
+            tally=self.tally,
         )  # fmt: skip
         self._runs[row.id] = run
         try:

@@ -44,6 +44,19 @@ class Trail(Protocol):
     def written(self) -> int: ...
 
 
+class Counted(Protocol):
+    completed: int
+    failed: int
+
+
+class BatchWork(Protocol):
+    @property
+    def tally(self) -> Counted: ...
+
+    @property
+    def running(self) -> int: ...
+
+
 def status_of(outcome: Outcome) -> str:
     """The HTTP status the client got, or its error's status when a stream that had
     started failed part-way; 499 when the client left first (as the request line)."""
@@ -87,6 +100,13 @@ class RequestMetrics:
         if audit is not None:
             sources.append(value_source("llmux_audit_backlog", "Audit records spooled, not yet in the database", lambda: audit.backlog))  # fmt: skip
             sources.append(counter_source("llmux_audit_records", "Audit records written (this replica's sequence number)", audit.written))  # fmt: skip
+
+    def watch_batches(self, worker: BatchWork) -> None:
+        """The Batch API worker's lines and running batches, read when scraped."""
+        sources = self.m.scraped.sources
+        sources.append(counter_source("llmux_batch_lines_completed", "Batch lines this replica finished with a 2xx answer", lambda: worker.tally.completed))  # fmt: skip
+        sources.append(counter_source("llmux_batch_lines_failed", "Batch lines this replica finished with an error", lambda: worker.tally.failed))  # fmt: skip
+        sources.append(value_source("llmux_batches_running", "Batches whose lines run on this replica now", lambda: worker.running))  # fmt: skip
 
     def __call__(self, ctx: RequestContext, op: Operation, next: Handler) -> AsyncIterator[Any]:
         return self._run(ctx, op, next)
