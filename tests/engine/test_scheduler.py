@@ -30,7 +30,7 @@ from llmux.models.bundled import bundled_gguf
 pytestmark = pytest.mark.model
 
 
-def make_loop(n_slots: int) -> BatchLoop:
+def make_loop(n_slots: int, flash_attn: bool = True) -> BatchLoop:
     path = bundled_gguf()
     assert path is not None
     model = LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False)  # fmt: skip
@@ -38,6 +38,8 @@ def make_loop(n_slots: int) -> BatchLoop:
     params.n_ctx, params.n_seq_max, params.kv_unified = 1024 * n_slots, n_slots, False
     params.n_batch, params.n_ubatch = 512, PREFIX_CHUNK
     params.n_threads = params.n_threads_batch = 2
+    if not flash_attn:
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
     return BatchLoop("test", model, LlamaContext(model=model, params=params, verbose=False), n_slots, 1024)  # fmt: skip
 
 
@@ -63,7 +65,7 @@ class Reply:
             self.done.set()
 
 
-def submit(loop: BatchLoop, prompt: str, num_predict: int, deadline: float | None = None) -> Reply:  # fmt: skip
+def submit(loop: BatchLoop, prompt: str, num_predict: int, deadline: float | None = None, background: bool = False) -> Reply:  # fmt: skip
     """Greedy, with end tokens banned, so the reply has ``num_predict`` tokens."""
     reply = Reply()
     ends = {loop.model.token_eos(), *loop.model.tokenize(b"<|im_end|>", False, True)}
@@ -72,6 +74,7 @@ def submit(loop: BatchLoop, prompt: str, num_predict: int, deadline: float | Non
         sampling=ResolvedSampling(num_predict=num_predict, temperature=0),
         logit_bias=tuple((t, -100.0) for t in ends),
         deadline=deadline,
+        background=background,
     )
     loop.submit(Request(job, reply.emit, reply.cancel))
     return reply

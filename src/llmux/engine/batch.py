@@ -15,6 +15,16 @@ of *steps*. Each step
 4. evaluates pieces of newcomers' prompts, at most ``PREFILL_WHILE_DECODING`` tokens
    while others are generating, so a long prompt does not stall the running streams.
 
+Background requests (``Job.background``: the Batch API's lines) yield to interactive
+ones. They wait in a queue of their own, admitted only when no interactive request
+waits, and hold at most ``n_slots - 1`` slots (or the only one), so a slot is left
+free for an interactive newcomer. While an interactive prompt is being read, background
+sequences sit the step out, keeping their state, so that prompt gets the step (all
+``BATCH_TOKENS`` when no interactive sequence is generating); a background prompt is
+read at most ``PREFILL_WHILE_DECODING`` tokens a step, so a step already under way when
+an interactive request arrives is short. Sitting out only delays a sequence's next
+call: what it evaluates, and how it is grouped, stays the same.
+
 The KV cache is not unified: every slot is its own stream of ``n_ctx`` cells, so a
 sequence's attention never reads other sequences' cells, and its cells always sit in
 position order. With flash attention, the values llama.cpp computes for a token depend
@@ -62,6 +72,10 @@ class Request:
     emit: Callable[[Event], None]
     cancel: threading.Event
     submitted_ns: int = field(default_factory=time.perf_counter_ns)
+
+    @property
+    def background(self) -> bool:
+        return self.job.background
 
 
 @dataclass(eq=False)
@@ -133,7 +147,10 @@ class BatchLoop:
         self._mem = llama_cpp.llama_get_memory(ctx.ctx)
         self._can_shift = bool(llama_cpp.llama_memory_can_shift(self._mem))
         self._batch = llama_cpp.llama_batch_init(BATCH_TOKENS, 0, 1)
-        self._waiting: deque[Request] = deque()
+        self._waiting: deque[Request] = deque()  # interactive, first come first served
+        self._background: deque[Request] = deque()  # batch lines, admitted after all of those
+        # background sequences leave one slot for interactive work, unless there is one only
+        self._background_slots = max(1, n_slots - 1)
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"llmux-{name}", daemon=True)
@@ -146,12 +163,12 @@ class BatchLoop:
                 request.emit(ErrorEvent(BackendError(f"model '{self.name}' was unloaded")))
                 self.after_step()
                 return
-            self._waiting.append(request)
+            (self._background if request.background else self._waiting).append(request)
             self._cond.notify()
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._waiting) + len(self._background)
 
     @property
     def running(self) -> int:
@@ -176,13 +193,12 @@ class BatchLoop:
         try:
             while True:
                 with self._cond:
-                    while not self._closed and not self._waiting and not self.running:
+                    while not self._closed and not self.waiting and not self.running:
                         self._cond.wait()
                     if self._closed:
                         break
                     self._drop_stale_waiting()
-                    free = sum(1 for s in self.slots if s.running is None)
-                    arrivals = [self._waiting.popleft() for _ in range(min(free, self.waiting))]
+                    arrivals = self._admissions()
                 try:
                     self._step(arrivals)
                 except Exception as exc:  # a bug must not leave streams hanging
@@ -193,30 +209,46 @@ class BatchLoop:
             gone = BackendError(f"model '{self.name}' was unloaded")
             self._fail_running(gone)
             with self._cond:
-                while self._waiting:
-                    self._waiting.popleft().emit(ErrorEvent(gone))
+                for queue in (self._waiting, self._background):
+                    while queue:
+                        queue.popleft().emit(ErrorEvent(gone))
             self.after_step()
             llama_cpp.llama_batch_free(self._batch)
             self.ctx.close()
             self.model.close()
 
+    def _admissions(self) -> list[Request]:
+        """Waiting requests for the free slots: every interactive one first, then
+        background ones as long as they hold at most ``_background_slots`` slots."""
+        free = sum(1 for s in self.slots if s.running is None)
+        arrivals = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
+        held = sum(1 for s in self.slots if s.running is not None and s.running.request.background)
+        room = min(free - len(arrivals), self._background_slots - held, len(self._background))
+        arrivals += [self._background.popleft() for _ in range(max(room, 0))]
+        return arrivals
+
     def _drop_stale_waiting(self) -> None:
         """Forget queued requests whose client left; answer those past their deadline."""
         now = time.monotonic()
+        self._waiting, interactive = self._live(self._waiting, now)
+        self._background, background = self._live(self._background, now)
+        if interactive + background:
+            log.info("%s: dropped %d queued requests whose clients left", self.name, interactive + background)  # fmt: skip
+
+    @staticmethod
+    def _live(queue: deque[Request], now: float) -> tuple[deque[Request], int]:
+        """The requests of ``queue`` still wanted and in time, and how many had left."""
         keep: deque[Request] = deque()
         dropped = 0
-        for request in self._waiting:
+        for request in queue:
             deadline = request.job.deadline
             if request.cancel.is_set():
                 dropped += 1
-                continue
-            if deadline is not None and now > deadline:
+            elif deadline is not None and now > deadline:
                 request.emit(ErrorEvent(Timeout("the request waited in the queue past its deadline")))  # fmt: skip
             else:
                 keep.append(request)
-        if dropped:
-            log.info("%s: dropped %d queued requests whose clients left", self.name, dropped)
-        self._waiting = keep
+        return keep, dropped
 
     def _step(self, arrivals: list[Request]) -> None:
         for request in arrivals:
@@ -350,19 +382,28 @@ class BatchLoop:
     # -- one step --------------------------------------------------------------------------
     def _plan(self) -> list[list[_Entry]]:
         """This step's llama_decode calls: one with every generating sequence's token,
-        then one per prompt piece (whole aligned chunks, or up to the prompt's end)."""
+        then one per prompt piece (whole aligned chunks, or up to the prompt's end).
+
+        While an interactive prompt is being read, background sequences sit the step
+        out (their state waits untouched), so that prompt gets the step to itself; a
+        background prompt is read at most ``PREFILL_WHILE_DECODING`` tokens a step."""
+        running = [(s, s.running) for s in self.slots if s.running is not None]
+        reading = any(  # an interactive prompt is still being read
+            not seq.request.background and seq.evaluated < len(seq.prompt) for _, seq in running
+        )
+        if reading and any(seq.request.background for _, seq in running):
+            self.stats.yielded_steps += 1
+            running = [(slot, seq) for slot, seq in running if not seq.request.background]
         generating: list[_Entry] = []
         prefilling: list[tuple[Slot, Sequence]] = []
-        for slot in self.slots:
-            seq = slot.running
-            if seq is None:
-                continue
+        for slot, seq in running:
             if seq.next_token is not None:
                 generating.append(_Entry(slot, [seq.next_token], len(slot.tokens), prefill=False))
             elif seq.evaluated < len(seq.prompt):
                 prefilling.append((slot, seq))
         calls = [generating] if generating else []
-        budget = PREFILL_WHILE_DECODING if generating else BATCH_TOKENS
+        # without an interactive prompt to read, the prompts here are background ones
+        budget = BATCH_TOKENS if reading and not generating else PREFILL_WHILE_DECODING
         for slot, seq in sorted(prefilling, key=lambda pair: pair[1].started_ns):
             end = min(len(seq.prompt), seq.evaluated + budget)
             if end < len(seq.prompt):

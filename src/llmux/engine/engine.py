@@ -319,6 +319,7 @@ class LocalEngine:
             logit_bias=self._logit_bias(record, request),
             top_logprobs=request.top_logprobs,
             deadline=self._deadline(),
+            background=ctx.priority == "batch",
         )
         raw = self._generate(record, request, job)
         shaped = shape(

@@ -60,6 +60,7 @@ class Job:
     logit_bias: tuple[tuple[int, float], ...] = ()
     top_logprobs: int | None = None  # None: no logprobs; 0: the chosen token's only
     deadline: float | None = None  # time.monotonic() by which the reply must be done
+    background: bool = False  # a Batch API line: yields to interactive requests (batch.py)
 
 
 @dataclass(frozen=True, slots=True)

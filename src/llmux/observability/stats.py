@@ -58,6 +58,7 @@ class LoopStats:
     prompt_tokens: int = 0  # prompt tokens of the sequences started
     cached_tokens: int = 0  # ... of them reused from the prefix cache
     generated_tokens: int = 0
+    yielded_steps: int = 0  # steps background sequences sat out for an interactive prompt
     batch: Buckets = field(default_factory=lambda: Buckets(SEQUENCES))  # sequences per decode
     recent: float = 0.0  # busy slots / slots, averaged over the last ~20 steps
     last_step: float = 0.0  # time.monotonic() of the last step
