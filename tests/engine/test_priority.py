@@ -20,7 +20,7 @@ from llmux.config import EngineSettings
 from llmux.core.context import Priority, RequestContext
 from llmux.core.names import ModelName
 from llmux.core.request import ChatRequest, Message
-from llmux.engine.batch import BatchLoop, Sequence
+from llmux.engine.batch import PREFIX_CHUNK, BatchLoop, Sequence
 from llmux.engine.engine import LocalEngine
 from llmux.engine.jobs import DoneEvent, ErrorEvent, Job
 from llmux.errors import Timeout
@@ -293,3 +293,17 @@ async def test_batch_priority_makes_a_background_job(tmp_path: Path) -> None:
         async for _ in engine.chat(RequestContext(api="openai", priority=priority), request):
             pass
     assert [job.background for job in jobs] == [False, True]
+
+
+def test_batch_lines_keep_off_a_conversation_s_cache(loops: Callable[..., BatchLoop]) -> None:
+    """A slot an interactive request used last is the one background lines take only
+    when no other is free, so the conversation's next turn still finds its prefix."""
+    loop = loops(3)
+    conversation = LONG[:1200]
+    assert done(submit(loop, conversation + " First question?", 2)).metrics.cached_tokens == 0
+    for i in range(6):  # one after another, two at a time: every slot but one gets reused
+        pair = [submit(loop, f"{STORY} Line {i}.{k}", 3, background=True) for k in range(2)]
+        for reply in pair:
+            done(reply)
+    again = done(submit(loop, conversation + " Second question?", 2))
+    assert again.metrics.cached_tokens >= 3 * PREFIX_CHUNK

@@ -110,6 +110,7 @@ class Slot:
     tokens: list[int] = field(default_factory=list)  # this sequence's KV cells, by position
     exact: int = 0  # leading tokens evaluated as whole prompt chunks: reusable bit for bit
     last_used: float = 0.0
+    interactive: bool = False  # its cells were last an interactive request's
     running: Sequence | None = None
 
 
@@ -283,7 +284,7 @@ class BatchLoop:
             if job.deadline is not None and time.monotonic() > job.deadline:
                 raise Timeout("the request waited in the queue past its deadline")
             prompt = self._prompt_tokens(job)
-            slot, cached = self._take_slot(prompt)
+            slot, cached = self._take_slot(prompt, request.background)
             grammar = grammar_for(job.format)
             sampler = build_sampler(
                 self.model,
@@ -347,14 +348,16 @@ class BatchLoop:
         )
         return tokens[-room:]
 
-    def _take_slot(self, prompt: list[int]) -> tuple[Slot, int]:
+    def _take_slot(self, prompt: list[int], background: bool = False) -> tuple[Slot, int]:
         """A free slot for the prompt and how many of its tokens are already in it.
 
         The slot is the free one that reuses the most of the prompt; ties go to the one
         that keeps the running sequences' ids in the fewest runs (llama.cpp evaluates
         each run of consecutive ids as its own micro-batch, one more pass over the
         weights per run), then to the least recently used. When another slot, busy or
-        not, holds a longer prefix, its cache is copied into the chosen slot."""
+        not, holds a longer prefix, its cache is copied into the chosen slot. A background
+        request takes a slot an interactive one used last only when no other is free, so
+        batch lines do not wipe the cache of a conversation that is still going."""
         running = {s.seq_id for s in self.slots if s.running is not None}
 
         def reusable(slot: Slot) -> int:  # whole chunks, leaving one token to evaluate
@@ -367,7 +370,9 @@ class BatchLoop:
 
         reuse = {s.seq_id: reusable(s) for s in self.slots}
         free = [s for s in self.slots if s.running is None]
-        slot = max(free, key=lambda s: (reuse[s.seq_id], -runs_with(s), -s.last_used))
+        spare = [s for s in free if not s.interactive] if background else []
+        slot = max(spare or free, key=lambda s: (reuse[s.seq_id], -runs_with(s), -s.last_used))
+        slot.interactive = not background
         cached = reuse[slot.seq_id]
         donor = max(self.slots, key=lambda s: reuse[s.seq_id])
         if reuse[donor.seq_id] > cached:
