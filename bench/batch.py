@@ -80,19 +80,17 @@ def lines_of(n: int, max_tokens: int, tag: str) -> list[dict[str, Any]]:
 async def ttft(client: httpx.AsyncClient, i: int) -> float:
     """Seconds to the first piece of text of a streamed interactive request."""
     body = {**chat(f"Probe {i}: name one colour of the sea around {TOPICS[i % len(TOPICS)]}.", 4), "stream": True}  # fmt: skip
-    start = time.perf_counter()
+    start, first = time.perf_counter(), 0.0
     async with client.stream("POST", "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: {"):
+        async for line in r.aiter_lines():  # read to the end, as a client does
+            if first or not line.startswith("data: {"):
                 continue
-            delta = json.loads(line[6:])["choices"][0]["delta"]
-            if delta.get("content"):
+            if json.loads(line[6:])["choices"][0]["delta"].get("content"):
                 first = time.perf_counter() - start
-                async for _ in r.aiter_lines():
-                    pass
-                return first
-    raise RuntimeError("no text in the probe's reply")
+    if not first:
+        raise RuntimeError("no text in the probe's reply")
+    return first
 
 
 async def probes(client: httpx.AsyncClient, n: int, offset: int) -> list[float]:

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from llmux import __version__
-from llmux.cli import access, audit, batch, conversations, models, quotas
+from llmux.cli import access, audit, batch, conversations, db, models, quotas
 from llmux.cli.common import (
     ConfigOpt,
     OptionOpt,
@@ -94,14 +94,17 @@ def _bound(base: Settings, host: str | None, port: int | None) -> Settings:
 
 def _run(app: FastAPI, configured: Settings) -> None:
     """Serve ``app`` with uvicorn: HTTPS (TLS 1.2 at least, 1.3 when the client can) with
-    a certificate and key, else plain HTTP."""
+    a certificate and key, else plain HTTP. SIGTERM drains (``server/drain.py``): new
+    requests get 503, running ones get ``[server] drain_s`` to finish, then it exits 0."""
     import uvicorn
+
+    from llmux.server.drain import DrainingServer
 
     tls = configured.server
     if bool(tls.tls_cert) != bool(tls.tls_key):
         fail("HTTPS needs both --tls-cert and --tls-key ([server] tls_cert and tls_key)")
     bind_host, bind_port = configured.bind
-    server = uvicorn.Server(
+    server = DrainingServer(
         uvicorn.Config(
             app,
             host=bind_host,
@@ -109,10 +112,11 @@ def _run(app: FastAPI, configured: Settings) -> None:
             log_level=tls.log_level.lower(),
             log_config=None,  # keep the handler logs.configure set up (format, filters)
             access_log=False,  # the request log (llmux.access, llmux.http) replaces it
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=5,  # after the drain: what came in at its very end
             ssl_certfile=str(tls.tls_cert) if tls.tls_cert else None,
             ssl_keyfile=str(tls.tls_key) if tls.tls_key else None,
-        )
+        ),
+        app.state.drain,
     )
     try:
         server.config.load()
@@ -222,6 +226,7 @@ access.register(app)
 quotas.register(app)
 audit.register(app)
 batch.register(app)
+db.register(app)
 
 
 def main() -> None:

@@ -76,6 +76,7 @@ class Database:
                     f"cannot create {folder} for the history database: {exc}"
                 ) from None
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.version = 0  # the schema's, once open
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
@@ -93,6 +94,7 @@ class Database:
             raise LlmuxError(
                 f"could not open the database at {redacted(self.url)}: {reason}"
             ) from None
+        self.version = version
         log.info("history database %s (schema version %d)", redacted(self.url), version)
 
     async def aclose(self) -> None:
