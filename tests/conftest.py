@@ -63,6 +63,7 @@ def start_server(
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMUX_")}
     env.update({"LLMUX_HOME": str(home), "LLMUX_ENGINE__NUM_THREAD": "2"})
+    env["LLMUX_SERVER__DRAIN_S"] = "10"  # stop() waits 30 s: a SIGTERM's drain ends before
     if host_env:
         env["LLMUX_HOST"] = f"127.0.0.1:{port}"
     env.update(extra_env or {})

@@ -104,9 +104,8 @@ class ServerSettings(Section):
     )
     tls_key: Path | None = Field(default=None, description="the certificate's PEM private key")
     balance_currency: str = Field(default="CNY", description="currency GET /user/balance reports")
-    balance_total: str = Field(
-        default="0.00", description="balance GET /user/balance reports, as a string"
-    )
+    balance_total: str = Field(default="0.00", description="balance GET /user/balance reports, as a string")  # fmt: skip
+    drain_s: float = Field(default=30.0, ge=0, le=3600, description="on SIGTERM: how long running requests and streams may take to finish; new ones get 503")  # fmt: skip
 
     @field_validator("origins", "allowed_hosts", mode="before")
     @classmethod

@@ -26,11 +26,12 @@ PUBLIC = "public"
 ANY = "any"
 
 _BY_PATH: dict[str, str] = {
-    # no credential: liveness, the version clients probe, the token endpoint, the
-    # API description, the web UI's pages and assets (the UI's own calls are API calls)
+    # no credential: liveness and readiness, the version clients probe, the token
+    # endpoint, the API description, the web UI's pages and assets (the UI's own calls
+    # are API calls)
     **dict.fromkeys(
-        ("/", "/api/version", "/oauth2/token", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-         "/ui", "/ui/", "/ui/{path:path}", "/auth/setup", "/auth/login"),
+        ("/", "/healthz", "/readyz", "/api/version", "/oauth2/token", "/openapi.json", "/docs",
+         "/docs/oauth2-redirect", "/ui", "/ui/", "/ui/{path:path}", "/auth/setup", "/auth/login"),
         PUBLIC,
     ),
     **dict.fromkeys(

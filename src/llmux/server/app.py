@@ -5,7 +5,8 @@ Without ``services`` the lifespan builds them from the settings
 in its own (a gateway over a fake backend) and run the app in-process.
 
 Layers, outermost first: CORS > identity (request id, client, context) > request
-log (when [server] access_log is on) > HTTP metrics > error boundary > guard (Host, Origin, body size) > audit (administrative actions'
+log (when [server] access_log is on) > HTTP metrics > error boundary > drain (503 once a
+SIGTERM came, server/drain.py) > guard (Host, Origin, body size) > audit (administrative actions'
 records; when [audit] is on) > access (credentials, scopes; when access
 control is on) > relay (fast path, keep-alives) > disconnect watch (cancels a model
 request whose client left) > routes.
@@ -32,8 +33,10 @@ from llmux.protocols.openai import wire as aw
 from llmux.server.access import Access, auth_enabled, warn_if_off
 from llmux.server.audit import AuditLayer
 from llmux.server.disconnect import DisconnectWatch
+from llmux.server.drain import Drain, DrainLayer
 from llmux.server.errors import ErrorBoundary, install_error_handlers
 from llmux.server.guard import DEFAULT_ORIGINS, Guard, HostCheck, origin_regex
+from llmux.server.health import ReadinessProbe
 from llmux.server.identity import Identity
 from llmux.server.metering import HttpMetrics
 from llmux.server.openapi import openapi
@@ -47,6 +50,7 @@ from llmux.server.routes import (
     conversations,
     deepseek,
     files,
+    health,
     metrics,
     models,
     ollama,
@@ -102,11 +106,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.drain = Drain(settings.server.drain_s)  # llmux serve's SIGTERM begins it
+    app.state.readiness = ReadinessProbe(settings.store.bundled_model, bool(settings.redis.url))
     install_error_handlers(app)
     # every route, flat (FastAPI keeps included routers nested): a 405's Allow header and
     # the access layer's scopes are read from it; FastAPI's own first (/openapi.json, /docs)
     app.state.routes = [r for r in app.router.routes if hasattr(r, "path")]
     routers = (
+        health,
         ollama,
         models,
         openai,
@@ -184,6 +191,7 @@ def add_layers(app: FastAPI, settings: Settings, *, auth: bool = False) -> None:
         Guard, origins=server.origins, hosts=hosts, max_body=server.max_body_bytes,
         max_upload=settings.batch.max_file_bytes,
     )  # fmt: skip
+    app.add_middleware(DrainLayer, drain=app.state.drain)  # refusals in the caller's shape
     app.add_middleware(ErrorBoundary)
     app.add_middleware(HttpMetrics)  # sees the status the boundary answered with
     if server.access_log:  # a line for each request no model operation logged

@@ -235,15 +235,17 @@ MIGRATIONS.append({
 
 def migrate(conn: Connection, dialect: str) -> int:
     """Apply every migration not yet recorded; return the schema version."""
+    if dialect == "postgresql":
+        # replicas starting together: one migrates, the others wait for it. First of
+        # all: two CREATE TABLE IF NOT EXISTS at once on an empty database collide
+        # (a duplicate key in pg_type), so the table is made under the lock too
+        conn.execute(text("SELECT pg_advisory_xact_lock(7419020011)"))
     conn.execute(
         text(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
         )
     )
-    if dialect == "postgresql":
-        # replicas starting together: one migrates, the others wait for it
-        conn.execute(text("SELECT pg_advisory_xact_lock(7419020011)"))
     done = {row[0] for row in conn.execute(text("SELECT version FROM schema_migrations"))}
     for version, migration in enumerate(MIGRATIONS, start=1):
         if version in done:

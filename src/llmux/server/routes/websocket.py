@@ -8,6 +8,8 @@ as ``{"turn": "t1", "chunk": {...}}``, then ``{"turn": "t1", "done": true}``; a 
 is ``{"turn": "t1", "status": 404, "error": ...}`` in the API's error shape, and a
 cancelled turn ends with ``{"turn": "t1", "cancelled": true}``. Turns may overlap; the
 connection closing cancels them. The same serving functions as the HTTP routes answer.
+While the server drains (``server/drain.py``) a new turn gets a 503; running turns count
+as requests in flight, and one cut at the end of the grace period ends with a 503.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from llmux.core.context import RequestContext, new_request_id
-from llmux.errors import InvalidRequest, LlmuxError
+from llmux.errors import InvalidRequest, LlmuxError, ServerBusy
 from llmux.protocols.ollama.wire import ChatBody
 from llmux.protocols.openai.wire import ChatCompletionBody
 from llmux.server.body import describe
+from llmux.server.drain import CUT, Drain
 from llmux.server.errors import as_llmux_error, error_body
 from llmux.server.identity import api_for
 from llmux.services import Services
@@ -46,6 +49,7 @@ class Conversation:
         self.path = "/api/chat" if shape == "ollama" else "/v1/chat/completions"
         services: Services = ws.app.state.services
         self.services = services
+        self.drain: Drain = ws.app.state.drain
         found = ws.scope.get("state", {}).get("ctx")
         self.ctx = (
             found
@@ -96,9 +100,14 @@ class Conversation:
         if not isinstance(request, dict):
             await self.fail(turn, InvalidRequest('a turn needs "request": a chat request object'))
             return
+        if self.drain.draining:
+            await self.fail(turn, self.drain.refusal())
+            return
         task = asyncio.create_task(self.turn(turn, request))
         self.turns[turn] = task
+        self.drain.active.add(task)  # a turn is a request in flight
         task.add_done_callback(lambda _: self.turns.pop(turn, None))
+        task.add_done_callback(self.drain.active.discard)
 
     async def turn(self, turn: str, request: dict[str, Any]) -> None:
         ctx = dataclasses.replace(self.ctx, request_id=new_request_id())
@@ -111,6 +120,9 @@ class Conversation:
                     await self.send({"turn": turn, "chunk": obj})
             await self.send({"turn": turn, "done": True})
         except asyncio.CancelledError:
+            if self.drain.was_cut(asyncio.current_task()):
+                await self.fail(turn, ServerBusy(CUT))
+                return  # the turn ends here, as a failed one
             with contextlib.suppress(Exception):
                 await self.send({"turn": turn, "cancelled": True})
             raise
