@@ -6,8 +6,8 @@ Each task works one batch at a time, holding its lease (``storage/batches.py``) 
 replica runs it; with the lease gone (this process died or stalled), another replica,
 or this one restarted, claims it and carries on from the lines recorded. A new batch
 made here wakes the worker at once; batches made on other replicas are found within
-``[batch] poll_s``. Stopping the server records what finished and hands the lease back,
-so a restart resumes at once.
+``[batch] poll_s``. While the server drains (SIGTERM) it claims nothing new; stopping
+records what finished and hands the lease back, so a restart resumes at once.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from llmux.batch.batches import principal_from
@@ -45,6 +46,7 @@ class BatchWorker:
         self.repo, self.files, self.runner, self.settings = repo, files, runner, settings
         self.revoked = revoked
         self.tally = Tally()  # lines recorded here, read by the metrics
+        self.paused: Callable[[], bool] = lambda: False  # True: claim nothing new (a drain)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -82,7 +84,7 @@ class BatchWorker:
     async def _loop(self) -> None:
         while True:
             try:
-                row = await self.repo.claim(self.name, self.settings.lease_s)
+                row = None if self.paused() else await self.repo.claim(self.name, self.settings.lease_s)  # fmt: skip
                 if row is not None:
                     await self._work(row)
                     continue

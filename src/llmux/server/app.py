@@ -77,6 +77,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = services or build_services(settings)
+        if own.batches is not None and own.batches.worker is not None:
+            own.batches.worker.paused = lambda: app.state.drain.draining  # no new batches
         await own.start()
         app.state.services = own
         if auth_on:
