@@ -113,11 +113,10 @@ class BatchRun:
     async def _watch(self) -> None:
         """Renew the lease; notice a cancel, the window's end, a lost lease."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.check_now.wait(), self.check_s)
+            await pause(self.check_now, self.check_s)
             self.check_now.clear()
-            try:
-                row = await self.repo.renew(self.row.id, self.worker, self.lease_s)
+            try:  # shielded: a transaction is never cut off halfway (the run's end cancels this)
+                row = await asyncio.shield(self.repo.renew(self.row.id, self.worker, self.lease_s))
             except LeaseLost:
                 log.warning("batch %s: another replica took its lease; stopping", self.row.id)
                 self._halt("lost")
@@ -125,7 +124,7 @@ class BatchRun:
             except Exception:
                 log.exception("batch %s: renewing its lease failed", self.row.id)
                 continue
-            if row.status == "cancelling" or await self._revoked():
+            if row.status == "cancelling" or await asyncio.shield(self._revoked()):
                 self._halt("cancel")
             elif time.time() >= row.expires_at:
                 self._halt("expire")
@@ -172,8 +171,7 @@ class BatchRun:
 
     async def _flusher(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), FLUSH_S)
+            await pause(self._flush_now, FLUSH_S)
             self._flush_now.clear()
             try:  # shielded: a write that may have committed is never cut off
                 await asyncio.shield(self._flush())
@@ -198,6 +196,15 @@ class BatchRun:
             ok = sum(1 for r in taken if r.ok)
             self.tally.completed += ok
             self.tally.failed += len(taken) - ok
+
+
+async def pause(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event``, at most ``seconds``. Not ``asyncio.wait_for``: on Python 3.11
+    it can swallow a cancel that comes as the event is set, and a loop cancelled that
+    way never ends (the run, and the server's shutdown, would wait for it forever)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 async def pending(path: Path, endpoint: str, done: set[int]) -> AsyncGenerator[Line]:

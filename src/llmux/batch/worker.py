@@ -13,7 +13,6 @@ records what finished and hands the lease back, so a restart resumes at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -24,7 +23,7 @@ from pathlib import Path
 from llmux.batch.batches import principal_from
 from llmux.batch.files import Files
 from llmux.batch.lines import check_file
-from llmux.batch.run import BatchRun, Revoked, Tally, cancel_revoked, expire_rest
+from llmux.batch.run import BatchRun, Revoked, Tally, cancel_revoked, expire_rest, pause
 from llmux.batch.runner import LineRunner
 from llmux.config import BatchSettings
 from llmux.storage.batches import ACTIVE, BatchRow, LeaseLost, SqlBatches, dumps
@@ -90,8 +89,7 @@ class BatchWorker:
                     continue
             except Exception:
                 log.exception("batch worker: claiming or working a batch failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
+            await pause(self._wake, self.settings.poll_s)
             self._wake.clear()
 
     async def _work(self, row: BatchRow) -> None:
