@@ -35,6 +35,7 @@ from llmux.auth.secrets import (
 from llmux.config import AuthSettings
 from llmux.core.context import Principal
 from llmux.errors import (
+    InvalidRequest,
     LlmuxError,
     ServerBusy,
     Unauthorized,
@@ -80,7 +81,12 @@ class AccessControl(Management):
         if password:
             existing = await self.repo.user_named(self.settings.admin_name)
             if existing is None:
-                await self.add_user(self.settings.admin_name, password, "admin")
+                try:
+                    await self.add_user(self.settings.admin_name, password, "admin")
+                except InvalidRequest:  # a replica starting at the same moment made it
+                    if await self.repo.user_named(self.settings.admin_name) is None:
+                        raise
+                    return None
             else:
                 await self.repo.update_user(existing.id, role="admin", disabled=False)
             log.info("auth: admin %r created from [auth] admin_password", self.settings.admin_name)
