@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from llmux.batch.lines import Line, Problem, answered, numbered, parse, refused
 from llmux.batch.runner import LineRunner
@@ -34,6 +34,7 @@ from llmux.protocols.openai.errors import error_object
 from llmux.storage.batches import BatchRow, LeaseLost, LineResult, SqlBatches, dumps
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 Stop = Literal["done", "cancel", "expire", "lost"]
 # why the batch's principal may no longer act (a revoked key, a disabled user), or None
 Revoked = Callable[[Principal], Awaitable[str | None]]
@@ -42,6 +43,25 @@ FLUSH_LINES = 64  # finished lines recorded together at most
 FLUSH_S = 0.5  # and at least this often
 MAX_WAIT_S = 30.0  # the longest wait before a refused line runs again
 INTERNAL = "internal error while running the line; see the server log"
+
+
+class Keeper:
+    """Database writes that must not be cut off halfway: each runs as a task of its own
+    (shielded from the caller's cancel), and :meth:`wait` lets the worker's close wait
+    for those still running before the database is closed under them."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def __call__(self, work: Awaitable[T]) -> Awaitable[T]:
+        task = asyncio.ensure_future(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return asyncio.shield(task)
+
+    async def wait(self) -> None:
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
 
 
 @dataclass(slots=True)
@@ -66,9 +86,11 @@ class BatchRun:
         check_s: float,
         revoked: Revoked | None = None,
         tally: Tally | None = None,
+        keep: Keeper | None = None,
     ) -> None:
         self.repo, self.runner, self.worker, self.row = repo, runner, worker, row
         self.tally = tally if tally is not None else Tally()
+        self.keep = keep if keep is not None else Keeper()
         self.principal, self.revoked = principal, revoked
         self.concurrency, self.lease_s, self.check_s = concurrency, lease_s, check_s
         self.stop: Stop | None = None
@@ -101,7 +123,7 @@ class BatchRun:
                 task.cancel()
             await asyncio.gather(watch, flusher, *self._inflight, return_exceptions=True)
             if self.stop != "lost":
-                await asyncio.shield(self._flush())
+                await self.keep(self._flush())
         return self.stop or "done"
 
     def _halt(self, why: Stop) -> None:
@@ -116,7 +138,7 @@ class BatchRun:
             await pause(self.check_now, self.check_s)
             self.check_now.clear()
             try:  # shielded: a transaction is never cut off halfway (the run's end cancels this)
-                row = await asyncio.shield(self.repo.renew(self.row.id, self.worker, self.lease_s))
+                row = await self.keep(self.repo.renew(self.row.id, self.worker, self.lease_s))
             except LeaseLost:
                 log.warning("batch %s: another replica took its lease; stopping", self.row.id)
                 self._halt("lost")
@@ -124,7 +146,7 @@ class BatchRun:
             except Exception:
                 log.exception("batch %s: renewing its lease failed", self.row.id)
                 continue
-            if row.status == "cancelling" or await asyncio.shield(self._revoked()):
+            if row.status == "cancelling" or await self.keep(self._revoked()):
                 self._halt("cancel")
             elif time.time() >= row.expires_at:
                 self._halt("expire")
@@ -174,7 +196,7 @@ class BatchRun:
             await pause(self._flush_now, FLUSH_S)
             self._flush_now.clear()
             try:  # shielded: a write that may have committed is never cut off
-                await asyncio.shield(self._flush())
+                await self.keep(self._flush())
             except LeaseLost:
                 self._halt("lost")
                 return

@@ -23,7 +23,15 @@ from pathlib import Path
 from llmux.batch.batches import principal_from
 from llmux.batch.files import Files
 from llmux.batch.lines import check_file
-from llmux.batch.run import BatchRun, Revoked, Tally, cancel_revoked, expire_rest, pause
+from llmux.batch.run import (
+    BatchRun,
+    Keeper,
+    Revoked,
+    Tally,
+    cancel_revoked,
+    expire_rest,
+    pause,
+)
 from llmux.batch.runner import LineRunner
 from llmux.config import BatchSettings
 from llmux.storage.batches import ACTIVE, BatchRow, LeaseLost, SqlBatches, dumps
@@ -45,6 +53,7 @@ class BatchWorker:
         self.repo, self.files, self.runner, self.settings = repo, files, runner, settings
         self.revoked = revoked
         self.tally = Tally()  # lines recorded here, read by the metrics
+        self.keep = Keeper()  # writes a close waits for
         self.paused: Callable[[], bool] = lambda: False  # True: claim nothing new (a drain)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
         self._wake = asyncio.Event()
@@ -79,6 +88,7 @@ class BatchWorker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self.keep.wait()  # the last records and lease hand-backs, before the database closes
 
     async def _loop(self) -> None:
         while True:
@@ -101,7 +111,7 @@ class BatchWorker:
         except LeaseLost:
             log.warning("batch %s: another replica holds it now", row.id)
         finally:
-            await asyncio.shield(self.repo.release(row.id, self.name))
+            await self.keep(self.repo.release(row.id, self.name))
 
     async def _step(self, row: BatchRow) -> BatchRow:
         """One move through the lifecycle; the batch as it is afterwards."""
@@ -145,7 +155,7 @@ class BatchWorker:
         run = BatchRun(
             self.repo, self.runner, self.name, row, principal_from(row.principal),
             concurrency=s.concurrency, lease_s=s.lease_s, check_s=s.check_s, revoked=self.revoked,
-            tally=self.tally,
+            tally=self.tally, keep=self.keep,
         )  # fmt: skip
         self._runs[row.id] = run
         try:
