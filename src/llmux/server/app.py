@@ -70,6 +70,22 @@ WIRE_MODELS: list[type[BaseModel]] = [
 ]  # fmt: skip
 
 
+ROUTERS = (
+    health, ollama, models, openai, deepseek, conversations, ui, admin, audit, access,
+    quotas, websocket, metrics, files, batches,
+)  # fmt: skip
+
+
+def include_routes(app: FastAPI) -> None:
+    """Every router, and every route flat in ``app.state.routes`` (FastAPI keeps included
+    routers nested): a 405's Allow header and the access layer's scopes are read from
+    it; FastAPI's own first (/openapi.json, /docs)."""
+    app.state.routes = [r for r in app.router.routes if hasattr(r, "path")]
+    for router in ROUTERS:
+        app.include_router(router.router)
+        app.state.routes.extend(router.router.routes)
+
+
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     auth_on = auth_enabled(settings)  # a LlmuxError to refuse an unsafe start
     warn_if_off(settings)
@@ -111,29 +127,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.drain = Drain(settings.server.drain_s)  # llmux serve's SIGTERM begins it
     app.state.readiness = ReadinessProbe(settings.store.bundled_model, bool(settings.redis.url))
     install_error_handlers(app)
-    # every route, flat (FastAPI keeps included routers nested): a 405's Allow header and
-    # the access layer's scopes are read from it; FastAPI's own first (/openapi.json, /docs)
-    app.state.routes = [r for r in app.router.routes if hasattr(r, "path")]
-    routers = (
-        health,
-        ollama,
-        models,
-        openai,
-        deepseek,
-        conversations,
-        ui,
-        admin,
-        audit,
-        access,
-        quotas,
-        websocket,
-        metrics,
-        files,
-        batches,
-    )
-    for router in routers:
-        app.include_router(router.router)
-        app.state.routes.extend(router.router.routes)
+    include_routes(app)
     app.openapi = lambda: openapi(app, WIRE_MODELS)  # type: ignore[method-assign]
     add_layers(app, settings, auth=auth_on)
     return app
