@@ -12,7 +12,6 @@ A line is ``{"custom_id", "method": "POST", "url", "body"}``. Two kinds of probl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,9 +135,3 @@ def refused(line: Line, request_id: str, problem: Problem) -> LineResult:
 def _tokens(usage: Any, key: str) -> int:
     value = usage.get(key) if isinstance(usage, dict) else None
     return value if isinstance(value, int) and value >= 0 else 0
-
-
-def loads_result(text: str) -> dict[str, Any]:
-    value = json.loads(text)
-    assert isinstance(value, dict)
-    return value

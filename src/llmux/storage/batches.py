@@ -28,7 +28,6 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
-    func,
     or_,
     select,
     tuple_,
@@ -291,11 +290,6 @@ class SqlBatches:
             if len(rows) < page:
                 return
             after = rows[-1][0]
-
-    async def count_lines(self, batch_id: str) -> int:
-        async with self.db.engine.connect() as conn:
-            query = select(func.count()).select_from(lines).where(lines.c.batch_id == batch_id)
-            return int((await conn.execute(query)).scalar_one())
 
     async def drop_lines(self, batch_id: str) -> None:
         """Forget a finished batch's line rows (its output and error files hold them)."""
